@@ -1,0 +1,1 @@
+"""What a compute node runs: plain functions plus `python -m jobs.<kind>` entries; no Hydra, no submitit."""

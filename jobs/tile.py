@@ -1,0 +1,95 @@
+"""Evaluate tiles of a run and write one file per tile: `python -m jobs.tile RUN_DIR --tiles 0,1,2`.
+
+A worker loads the model, checkpoint, directions and data once, then takes tile ids from any
+iterable (a fixed list for array tasks, a queue for local workers, rank 0 for MPI).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import time
+from typing import Callable, Iterable
+
+import torch
+
+from landscape import checkpoint, data, surface
+from landscape.evaluate import Evaluator
+from landscape.spec import instantiate
+
+from .run import RunDir
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """`auto`: the first visible GPU (the launcher sets CUDA_VISIBLE_DEVICES per worker), else CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def set_cpu_threads() -> int:
+    """Use the CPUs the scheduler granted (Slurm/PBS/launcher), not every core of the node."""
+    for var in ("LANDSCAPE_THREADS", "SLURM_CPUS_PER_TASK", "NCPUS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").isdigit():
+            torch.set_num_threads(max(1, int(os.environ[var])))
+            break
+    return torch.get_num_threads()
+
+
+def build_evaluator(run: RunDir, device: torch.device | None = None) -> Evaluator:
+    """Everything a worker needs, loaded once: model at the origin, directions, data on the device."""
+    cfg = run.config
+    device = device or pick_device(cfg["eval"]["device"])
+    model = instantiate(cfg["model"])
+    origin_file = cfg["directions"]["start"] if cfg["directions"]["kind"] == "line" else cfg["checkpoint"]
+    origin = checkpoint.load_into(model, origin_file, cfg["model"].get("name", "model"))
+    names = [n for n, _ in model.named_parameters()]
+    dataset = data.load(cfg["data"])
+    split = cfg["data"]["split"]
+    splits = {s: dataset.split(s) for s in (("train", "test") if split == "both" else (split,))}
+    return Evaluator(model, origin, run.load_directions(names), splits, dataset.num_classes,
+                     loss=cfg["loss"], precision=cfg["precision"], batch_size=cfg["eval"]["batch_size"],
+                     device=device)
+
+
+def _terminate_cleanly(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds the tile writer, which deletes its temporary file
+
+
+def run_tiles(run_dir: str, tile_ids: Iterable[int], device: torch.device | None = None,
+              on_done: Callable[[int, float], None] | None = None) -> list[int]:
+    """Evaluate each tile not yet done and write its file; returns the ids computed here."""
+    signal.signal(signal.SIGTERM, _terminate_cleanly)
+    set_cpu_threads()
+    run = RunDir(run_dir)
+    evaluator = None
+    computed = []
+    for tile_id in tile_ids:
+        tile = run.tiles[tile_id]
+        if run.read_tile(tile)[0] is not None:  # a requeued or duplicate task: already done
+            continue
+        evaluator = evaluator or build_evaluator(run, device)
+        t0 = time.perf_counter()
+        values = evaluator.evaluate(tile.coords(run.grid))
+        elapsed = time.perf_counter() - t0
+        meta = {"seconds": elapsed, "host": socket.gethostname(), "pid": os.getpid(),
+                "device": str(evaluator.device), "points": tile.npoints, "finished": time.time()}
+        surface.write_tile(run.tile_file(tile), tile, run.fingerprint, values, meta)
+        computed.append(tile_id)
+        if on_done:
+            on_done(tile_id, elapsed)
+    return computed
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run_dir")
+    parser.add_argument("--tiles", required=True, help="comma-separated tile ids")
+    args = parser.parse_args(argv)
+    done = run_tiles(args.run_dir, [int(t) for t in args.tiles.split(",") if t])
+    print(f"computed {len(done)} tiles: {done}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""Architectures by name; any importable factory also works through a `_target_` spec."""
+from .densenet import densenet_bc
+from .digits_cnn import digits_cnn
+from .mlp import mlp
+from .resnet import cifar_resnet, resnet20, resnet56, resnet110
+
+__all__ = ["cifar_resnet", "densenet_bc", "digits_cnn", "mlp", "resnet20", "resnet56", "resnet110"]

@@ -1,0 +1,1 @@
+"""The driver: what runs where the user types. Hydra lives here and nowhere below."""

@@ -1,0 +1,75 @@
+"""Local backend: one worker process per visible GPU, or K CPU worker processes, pulling tile ids
+from a shared queue (a slow worker never holds the others back); one worker runs in-process."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from jobs.run import RunDir
+from jobs.tile import run_tiles
+
+
+def _queue_iter(tasks: "mp.Queue", parent: int):
+    """Tile ids from the queue until the sentinel, or until the driver has died."""
+    while os.getppid() == parent:
+        try:
+            item = tasks.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        if item is None:
+            return
+        yield item
+
+
+def _worker(run_dir: str, tasks: "mp.Queue", done: "mp.Queue", env: dict[str, str], parent: int) -> None:
+    os.environ.update(env)
+    run_tiles(run_dir, _queue_iter(tasks, parent), on_done=lambda tid, sec: done.put(tid))
+
+
+def worker_envs(workers: int | None) -> list[dict[str, str]]:
+    """One env per worker: a GPU each when GPUs are visible, else a share of the CPU cores."""
+    gpus = torch.cuda.device_count()
+    if gpus and not workers:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(gpus)))).split(",")
+        return [{"CUDA_VISIBLE_DEVICES": v.strip()} for v in visible[:gpus]]
+    workers = workers or 1
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return [{"LANDSCAPE_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ""} for _ in range(workers)]
+
+
+def run(run: RunDir, tile_ids: list[int], cfg: dict[str, Any]) -> None:
+    """Compute the tiles here; progress is shown in points."""
+    points = {t.id: t.npoints for t in run.tiles}
+    bar = tqdm(total=sum(points[i] for i in tile_ids), unit="pt", desc="surface", smoothing=0.1)
+    envs = worker_envs(cfg.get("workers"))
+    if len(envs) == 1 and not torch.cuda.device_count():
+        os.environ.update(envs[0])
+        run_tiles(str(run.path), tile_ids, on_done=lambda tid, sec: bar.update(points[tid]))
+        bar.close()
+        return
+    ctx = mp.get_context("spawn")
+    tasks, done = ctx.Queue(), ctx.Queue()
+    for tid in tile_ids:
+        tasks.put(tid)
+    for _ in envs:
+        tasks.put(None)
+    procs = [ctx.Process(target=_worker, args=(str(run.path), tasks, done, env, os.getpid()), daemon=True)
+             for env in envs]
+    for p in procs:
+        p.start()
+    remaining = len(tile_ids)
+    while remaining and any(p.is_alive() for p in procs):
+        try:
+            tid = done.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        bar.update(points[tid])
+        remaining -= 1
+    for p in procs:
+        p.join()
+    bar.close()

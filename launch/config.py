@@ -1,0 +1,84 @@
+"""Compose configs with Hydra from the repo's absolute `conf/` (console scripts run from any cwd)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from landscape.errors import UserError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# Keys that never change a value on the surface: they may differ between a run and its resume.
+VOLATILE = ("launcher", "plot", "run", "eval.device")
+
+
+def load(name: str, overrides: list[str]) -> dict[str, Any]:
+    """Compose `conf/<name>.yaml` with overrides and resolve every interpolation."""
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=name, overrides=overrides)
+        missing = _missing_keys(cfg)
+        if missing:
+            raise UserError(f"missing required setting: {', '.join(dict.fromkeys(missing))} "
+                            f"(give it on the command line, e.g. {missing[0]}=...)")
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except (HydraException, OmegaConfBaseException) as err:
+        raise UserError(str(err).splitlines()[0]) from err
+
+
+def _missing_keys(cfg, prefix: str = "") -> list[str]:
+    """Mandatory values (???) still unset, among the keys something will read."""
+    out = []
+    for key in cfg:
+        path = f"{prefix}{key}"
+        if OmegaConf.is_missing(cfg, key):
+            out.append(path)
+        elif OmegaConf.is_dict(cfg[key]):
+            out += _missing_keys(cfg[key], path + ".")
+    return out
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+
+
+def value_keys(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The flattened settings that change values on the surface."""
+    return {k: v for k, v in _flatten(cfg).items() if not any(k == p or k.startswith(p + ".") for p in VOLATILE)}
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (streamed); size and mtime for files over 1 GiB."""
+    path = Path(path)
+    st = path.stat()
+    if st.st_size > 1 << 30:
+        return f"size={st.st_size},mtime={st.st_mtime_ns}"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(cfg: dict[str, Any], inputs: list[Path]) -> str:
+    """Hash of every setting that changes values, plus the contents of the checkpoints read."""
+    payload = {"config": value_keys(cfg), "files": [file_digest(p) for p in inputs]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for each value-changing setting that differs."""
+    a, b = value_keys(old), value_keys(new)
+    return [f"{k}: {a.get(k, '<unset>')} -> {b.get(k, '<unset>')}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]

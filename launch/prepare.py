@@ -1,0 +1,121 @@
+"""Create or reopen a run directory: check every input, fix the directions and grid, plan the tiles.
+
+Everything is validated before anything is written, so bad input never touches an existing run.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+import landscape
+from landscape import checkpoint, data, directions
+from landscape.errors import UserError
+from landscape.evaluate import check_fits
+from landscape.grid import make_grid, make_tiles
+from landscape.spec import instantiate
+
+from jobs.run import RunDir, checkpoint_epoch
+from . import config
+
+DEFAULT_RANGE = {"random": [-1.0, 1.0], "line": [0.0, 1.0]}  # line: past a=1 BN variances extrapolate below 0
+
+
+def pca_checkpoints(spec: Any) -> list[Path]:
+    """A folder of `epoch_*.pt` files in epoch order, or an explicit list."""
+    if isinstance(spec, (list, tuple)):
+        paths = [Path(p) for p in spec]
+    else:
+        folder = Path(spec)
+        if not folder.is_dir():
+            raise UserError(f"directions.checkpoints {folder} is not a folder of epoch_*.pt checkpoints")
+        paths = sorted(folder.glob("epoch_*.pt"), key=checkpoint_epoch)
+    absent = [str(p) for p in paths if not p.is_file()]
+    if absent:
+        raise UserError(f"checkpoint {absent[0]} does not exist")
+    return paths
+
+
+def input_files(cfg: dict[str, Any]) -> list[Path]:
+    """Every checkpoint whose contents decide the surface's values."""
+    d = cfg["directions"]
+    files = [Path(cfg["checkpoint"])]
+    if d["kind"] == "line":
+        files.append(Path(d["start"]))
+    elif d["kind"] == "pca":
+        files += pca_checkpoints(d["checkpoints"])
+    elif d["kind"] != "random":
+        raise UserError(f"directions '{d['kind']}' is unknown: use random, pca or line")
+    return files
+
+
+def _fitted_range(points: np.ndarray, margin: float = 0.25) -> list[list[float]]:
+    """Per-axis range covering the trajectory (and the origin) with a margin."""
+    lo, hi = np.minimum(points.min(0), 0), np.maximum(points.max(0), 0)
+    pad = margin * np.maximum(hi - lo, 1e-8)
+    return [[float(a), float(b)] for a, b in zip(lo - pad, hi + pad)]
+
+
+def make_directions(cfg: dict[str, Any], model: torch.nn.Module, state: checkpoint.StateDict,
+                    dims: int) -> directions.Directions:
+    d = cfg["directions"]
+    names = [n for n, _ in model.named_parameters()]
+    weights = [state[n] for n in names]
+    if d["kind"] == "random":
+        return directions.random_directions(names, weights, dims, d["norm"], d["ignore"], cfg["seed"])
+    if d["kind"] == "line":
+        start_model = instantiate(cfg["model"])
+        start = checkpoint.load_into(start_model, d["start"], cfg["model"].get("name", "model"))
+        buffers = [n for n, _ in model.named_buffers()]
+        return directions.line_direction(names, start, state, buffers)
+    paths = pca_checkpoints(d["checkpoints"])
+    dirs = directions.pca_directions(paths, state, names, d["ignore"])
+    dirs.trajectory_epochs = np.array([checkpoint_epoch(p) for p in paths])
+    return dirs
+
+
+def prepare(cfg: dict[str, Any], overrides: list[str], log=print) -> RunDir:
+    """The run directory for `cfg`: reopened if it holds the same fingerprint, else created."""
+    kind = cfg["directions"]["kind"]
+    files = input_files(cfg)
+    model = instantiate(cfg["model"])
+    state = checkpoint.load_into(model, cfg["checkpoint"], cfg["model"].get("name", "model"))
+    fp = config.fingerprint(cfg, files)
+    run = RunDir(Path(cfg["run"]["dir"] or f"runs/{cfg['model'].get('name', 'model')}-{kind}-{fp[:8]}"))
+    if run.config_file.is_file():
+        if run.fingerprint != fp:
+            diffs = config.differences(run.config, cfg) or ["the checkpoint files' contents changed"]
+            raise UserError(f"{run.path} holds a run of another configuration ({'; '.join(diffs)}); "
+                            "use a new run.dir, or delete the old one to replace it")
+        return run
+    dims = cfg["grid"]["dims"] or (1 if kind == "line" else 2)
+    if kind == "line" and dims != 1:
+        raise UserError("directions=line gives a 1D curve: leave grid.dims unset or set it to 1")
+    if kind == "pca" and dims != 2:
+        raise UserError("directions=pca gives a 2D plane: leave grid.dims unset or set it to 2")
+    dataset = data.load(cfg["data"])
+    split = cfg["data"]["split"]
+    check_fits(model, dataset.split("train" if split == "both" else split), dataset.num_classes)
+    t0 = time.perf_counter()
+    dirs = make_directions(cfg, model, state, dims)
+    range_ = cfg["grid"]["range"]
+    if range_ is None:
+        range_ = _fitted_range(dirs.trajectory) if kind == "pca" else DEFAULT_RANGE.get(kind, [-1.0, 1.0])
+    grid = make_grid(dims, cfg["grid"]["resolution"], range_)
+    tiles = make_tiles(grid, cfg["grid"]["tile"])
+    extra = {"xcoordinates": grid.x} | ({"ycoordinates": grid.y} if grid.y is not None else {})
+    run.path.mkdir(parents=True, exist_ok=True)
+    directions.save(run.directions_file, dirs, extra)
+    saved = {"fingerprint": fp, "overrides": overrides, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+             "versions": {"landscape": landscape.__version__, "torch": str(torch.__version__)},
+             "config": cfg}
+    tmp = run.config_file.with_name("run.yaml.tmp")
+    tmp.write_text(yaml.safe_dump(saved, sort_keys=False))
+    tmp.replace(run.config_file)  # run.yaml last: its presence means the run is fully set up
+    log(f"new run {run.path}: {kind} directions ({time.perf_counter() - t0:.1f} s), "
+        f"grid {'x'.join(map(str, grid.shape[::-1]))}, {len(tiles)} tiles")
+    return run

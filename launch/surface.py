@@ -1,0 +1,49 @@
+"""`landscape-surface key=value ...`: plan a surface into tiles, run the missing ones, reduce, plot.
+
+Running the same command again (or `landscape-surface run.dir=DIR` alone) resumes the run.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from landscape.errors import UserError
+
+from jobs.reduce import reduce
+from . import backends, config
+from .cli import user_errors, with_saved_overrides
+from .prepare import prepare
+from .plots import draw
+
+
+@user_errors
+def main(argv: list[str] | None = None) -> int:
+    overrides = with_saved_overrides(list(sys.argv[1:] if argv is None else argv))
+    cfg = config.load("surface", overrides)
+    launcher = cfg["launcher"]
+    run_backend = backends.get(launcher["name"])
+    run = prepare(cfg, overrides)
+    todo = [t.id for t in run.missing()]
+    total = len(run.tiles)
+    print(f"run {run.path}: {total - len(todo)}/{total} tiles done, {len(todo)} to compute "
+          f"({sum(run.tiles[i].npoints for i in todo)} points) with launcher={launcher['name']}")
+    if launcher.get("dry_run"):
+        return 0
+    t0 = time.perf_counter()
+    if todo:
+        run_backend(run, todo, launcher)
+    if not launcher.get("wait", True):
+        print(f"submitted; follow with: landscape-status {run.path}")
+        return 0
+    result = reduce(run.path)
+    plots = draw(run, cfg["plot"])
+    print(f"surface {result.path}: {result.done}/{result.total} tiles ({time.perf_counter() - t0:.1f} s)")
+    print(f"plots   {run.path / 'plots'}: {', '.join(p.name for p in plots)}")
+    if result.done < result.total:
+        raise UserError(f"{result.total - result.done} tiles are missing: run the same command again "
+                        f"to compute only those (landscape-status {run.path} shows which)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
