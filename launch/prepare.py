@@ -37,6 +37,9 @@ def pca_checkpoints(spec: Any) -> list[Path]:
     absent = [str(p) for p in paths if not p.is_file()]
     if absent:
         raise UserError(f"checkpoint {absent[0]} does not exist")
+    if len(paths) < 3:
+        raise UserError(f"PCA directions need at least 3 checkpoints, got {len(paths)} from {spec}: save one "
+                        "per epoch (landscape-train does) and point directions.checkpoints at that folder")
     return paths
 
 
@@ -81,6 +84,8 @@ def make_directions(cfg: dict[str, Any], model: torch.nn.Module, state: checkpoi
 def prepare(cfg: dict[str, Any], overrides: list[str], log=print) -> RunDir:
     """The run directory for `cfg`: reopened if it holds the same fingerprint, else created."""
     kind = cfg["directions"]["kind"]
+    g = cfg["grid"]
+    make_tiles(make_grid(g["dims"] or 2, g["resolution"], g["range"] or [-1.0, 1.0]), g["tile"])  # fail early
     files = input_files(cfg)
     model = instantiate(cfg["model"])
     state = checkpoint.load_into(model, cfg["checkpoint"], cfg["model"].get("name", "model"))

@@ -16,6 +16,7 @@ def _fmt_seconds(s: float) -> str:
 
 def summary(run: RunDir) -> str:
     """A few lines a researcher can read at a glance."""
+    cfg = run.config  # first: a clear error when this is no run directory
     tiles, reasons, metas = run.tiles, {}, []
     for tile in tiles:
         values, why = run.read_tile(tile)
@@ -26,8 +27,8 @@ def summary(run: RunDir) -> str:
     running = {p.name.split(".")[1] for p in (run.path / "tiles").glob(".*.tmp")} if (run.path / "tiles").is_dir() else set()
     done_points = sum(int(m["points"]) for m in metas)
     total_points = sum(t.npoints for t in tiles)
-    lines = [f"run {run.path}  ({run.config['model'].get('name')} on {run.config['data']['name']}, "
-             f"{run.config['directions']['kind']} directions, grid {'x'.join(map(str, run.grid.shape[::-1]))})",
+    lines = [f"run {run.path}  ({cfg['model'].get('name')} on {cfg['data']['name']}, "
+             f"{cfg['directions']['kind']} directions, grid {'x'.join(map(str, run.grid.shape[::-1]))})",
              f"tiles: {len(metas)} done, {len(running)} running, {len(reasons) - len(running)} missing, "
              f"{len(tiles)} total  ({done_points}/{total_points} points)"]
     broken = {tid: why for tid, why in reasons.items() if why != "missing"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 from landscape.errors import UserError
 
@@ -20,6 +21,14 @@ from .plots import draw
 def main(argv: list[str] | None = None) -> int:
     overrides = with_saved_overrides(list(sys.argv[1:] if argv is None else argv))
     cfg = config.load("surface", overrides)
+    if cfg["launcher"]["name"] == "mpi":  # every rank runs this command: rank 0 drives, the others compute
+        from .backends.mpi import ranks
+        return ranks(lambda: drive(cfg, overrides))
+    return drive(cfg, overrides)
+
+
+def drive(cfg: dict[str, Any], overrides: list[str]) -> int:
+    """Prepare the run directory, compute its missing tiles with the chosen backend, reduce, plot."""
     launcher = cfg["launcher"]
     run_backend = backends.get(launcher["name"])
     run = prepare(cfg, overrides)

@@ -1,0 +1,30 @@
+"""MPI backend: `mpirun -n K landscape-surface launcher=mpi ...` (or `srun --mpi=pmix ...`).
+
+Every rank runs the command and composes the config; rank 0 prepares the run directory, hands the
+missing tiles out on request while computing its own share, then reduces and plots; the other ranks
+only compute (jobs/mpi.py has the rank loop). Started without mpirun, the single rank computes
+every tile itself, like `launcher=local` with one worker.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from tqdm import tqdm
+
+from jobs import mpi
+from jobs.run import RunDir
+
+
+def ranks(drive: Callable[[], int]) -> int:
+    """Every rank's entry: rank 0 drives (prepare, run, reduce, plot); the others compute until dismissed."""
+    return mpi.ranks(lambda rank: drive())
+
+
+def run(run: RunDir, tile_ids: list[int], cfg: dict[str, Any]) -> None:
+    """Rank 0: serve the tiles to every rank, computing some itself; progress is shown in points."""
+    points = {t.id: t.npoints for t in run.tiles}
+    rank = mpi.here()
+    bar = tqdm(total=sum(points[i] for i in tile_ids), unit="pt", desc=f"surface ({rank.comm.size} ranks)",
+               smoothing=0.1)
+    mpi.serve(rank, str(run.path), tile_ids, on_done=lambda tid, sec: bar.update(points[tid]))
+    bar.close()

@@ -1,0 +1,61 @@
+"""Shared fixtures: a digits CNN trained once per session through the real `landscape-train`."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cluster: needs the local Slurm / Open MPI set up by cluster/up.sh")
+    config.addinivalue_line("markers", "slow: takes more than ~20 s")
+
+
+def require_cluster(reason: str) -> None:
+    """Skip with a printed reason, except where LANDSCAPE_REQUIRE_CLUSTER=1 (CI) makes it a failure."""
+    if os.environ.get("LANDSCAPE_REQUIRE_CLUSTER") == "1":
+        pytest.fail(f"cluster test required but cannot run: {reason}")
+    pytest.skip(reason)
+
+
+def cli(command: str, *args: str, cwd: Path | None = None, check: bool = True, timeout: float = 600,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a console script of the venv the way a user would."""
+    proc = subprocess.run([str(BIN / command), *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{command} {' '.join(map(str, args))} exited {proc.returncode}:\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """R/checkpoints/epoch_000.pt .. epoch_008.pt and last.pt of a digits CNN."""
+    root = tmp_path_factory.mktemp("train")
+    cli("landscape-train", "model=digits_cnn", "data=digits", "train.epochs=8", f"run.dir={root}")
+    return root / "checkpoints"
+
+
+@pytest.fixture
+def base_args(trained) -> list[str]:
+    return ["model=digits_cnn", "data=digits", f"checkpoint={trained / 'last.pt'}"]
+
+
+def read_surface(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path, "r", locking=False) as f:
+        return {k: f[k][()] for k in f.keys()}
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

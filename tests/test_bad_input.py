@@ -1,0 +1,80 @@
+"""Bad input stops before any compute with one clear line (exit 2) and leaves existing runs alone."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import cli
+from landscape.models import resnet20
+
+
+@pytest.fixture(scope="module")
+def existing_run(trained, tmp_path_factory):
+    run = tmp_path_factory.mktemp("existing") / "run"
+    cli("landscape-surface", "model=digits_cnn", "data=digits", f"checkpoint={trained / 'last.pt'}",
+        "grid.resolution=3", f"run.dir={run}")
+    return run
+
+
+def _snapshot(run):
+    return sorted((str(p), p.stat().st_mtime_ns) for p in run.rglob("*"))
+
+
+def _resnet_checkpoint(path):
+    torch.save({"state_dict": resnet20(num_classes=10, in_channels=1).state_dict()}, path)
+    return path
+
+
+CASES = {
+    "zero resolution": (["grid.resolution=0"], "grid.resolution along x is 0"),
+    "negative resolution": (["grid.resolution=[5,-2]"], "grid.resolution along y is -2"),
+    "empty range": (["grid.range=[1,1]"], "is empty"),
+    "missing checkpoint": (["checkpoint=/nonexistent/last.pt"], "checkpoint /nonexistent/last.pt does not exist"),
+    "unknown model": (["model=resnet9000"], "resnet9000"),
+    "unknown data": (["data=imagenet22k"], "imagenet22k"),
+    "data of the wrong shape": (["model=mlp", "model.in_features=100", "model.out_features=10"], "does not fit"),
+    "pca with two checkpoints": (["directions=pca", "directions.checkpoints=[{a},{b}]"], "at least 3 checkpoints"),
+    "checkpoint of another architecture": (["checkpoint={resnet}"], "does not fit digits_cnn"),
+    "missing required setting": (["directions=line"], "directions.start"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_clear_line(case, trained, existing_run, tmp_path):
+    args, message = CASES[case]
+    resnet = _resnet_checkpoint(tmp_path / "resnet.pt")
+    args = [a.format(a=trained / "epoch_000.pt", b=trained / "last.pt", resnet=resnet) for a in args]
+    before = _snapshot(existing_run)
+    for run_dir in (existing_run, tmp_path / "new"):
+        out = cli("landscape-surface", "model=digits_cnn", "data=digits", f"checkpoint={trained / 'last.pt'}",
+                  "grid.resolution=3", *args, f"run.dir={run_dir}", check=False)
+        assert out.returncode == 2, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
+    assert _snapshot(existing_run) == before
+    assert not (tmp_path / "new" / "run.yaml").exists()
+
+
+def test_checkpoint_mismatch_names_keys_and_shapes(trained, tmp_path):
+    state = torch.load(trained / "last.pt", weights_only=True)["state_dict"]
+    state["extra.weight"] = torch.zeros(1)
+    state["0.weight"] = torch.zeros(8, 1, 3, 3)
+    del state["8.bias"]
+    torch.save(state, tmp_path / "odd.pt")  # a plain state_dict is accepted too
+    out = cli("landscape-surface", "model=digits_cnn", "data=digits", f"checkpoint={tmp_path / 'odd.pt'}",
+              f"run.dir={tmp_path / 'r'}", check=False)
+    assert out.returncode == 2
+    for piece in ("missing keys: 8.bias", "unexpected keys: extra.weight", "0.weight (8, 1, 3, 3) vs (16, 1, 3, 3)"):
+        assert piece in out.stderr
+
+
+def test_corrupt_checkpoint(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(np.arange(100, dtype=np.uint8).tobytes())
+    out = cli("landscape-surface", f"checkpoint={tmp_path / 'bad.pt'}", f"run.dir={tmp_path / 'r'}", check=False)
+    assert out.returncode == 2 and "cannot be read" in out.stderr
+
+
+def test_plot_of_missing_run(tmp_path):
+    out = cli("landscape-plot", tmp_path / "nothing", check=False)
+    assert out.returncode == 2 and "landscape-surface first" in out.stderr
+    out = cli("landscape-status", tmp_path / "nothing", check=False)
+    assert out.returncode == 2 and "not a run directory" in out.stderr
