@@ -30,6 +30,9 @@ def positional_run_dir(argv: list[str]) -> list[str]:
     return argv
 
 
+ONE_SHOT = ("launcher.wait", "launcher.dry_run")  # apply to the command that says them, not to resumes
+
+
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
@@ -41,6 +44,6 @@ def with_saved_overrides(argv: list[str]) -> list[str]:
     if not saved_file or not saved_file.is_file():
         return argv
     saved = yaml.safe_load(saved_file.read_text()).get("overrides", [])
-    merged = {_key(o): o for o in saved}
+    merged = {_key(o): o for o in saved if _key(o) not in ONE_SHOT}
     merged.update({_key(o): o for o in argv})
     return list(merged.values())

@@ -2,16 +2,40 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
+from importlib import import_module
 from pathlib import Path
 
 from jobs.run import RunDir
+from .backends import arrays
 from .cli import user_errors
 
 
 def _fmt_seconds(s: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(s)) if s < 86400 else f"{s / 86400:.1f} days"
+
+
+def scheduler_view(run: RunDir, missing: set[int]) -> dict[int, tuple[str, str]]:
+    """For missing tiles of submitted arrays: (scheduler state, log excerpt) of their latest task."""
+    latest: dict[int, tuple[dict, str]] = {}
+    for entry in arrays.records(run):
+        for index, tile_ids in entry["tasks"].items():
+            for tid in tile_ids:
+                latest[tid] = (entry, index)
+    view, states = {}, {}
+    for tid in sorted(missing & set(latest)):
+        entry, index = latest[tid]
+        key = (entry["backend"], entry["array"])
+        if key not in states:
+            try:
+                states[key] = import_module(f"launch.backends.{entry['backend']}").task_states(entry)
+            except (OSError, subprocess.SubprocessError) as err:
+                states[key] = {"?": f"unknown ({err})"}
+        state = states[key].get(index, "UNKNOWN")
+        view[tid] = (state, arrays.log_tail(entry, index) if state not in arrays.ACTIVE else "")
+    return view
 
 
 def summary(run: RunDir) -> str:
@@ -24,15 +48,23 @@ def summary(run: RunDir) -> str:
             reasons[tile.id] = why
         else:
             metas.append(values["_meta"])
-    running = {p.name.split(".")[1] for p in (run.path / "tiles").glob(".*.tmp")} if (run.path / "tiles").is_dir() else set()
+    tmp = (run.path / "tiles").glob(".*.tmp") if (run.path / "tiles").is_dir() else []
+    writing = {int(p.name.split(".")[1]) for p in tmp}
+    sched = scheduler_view(run, set(reasons))
+    queued = {t for t, v in sched.items() if v[0] == "PENDING" and t not in writing}
+    running = {t for t in reasons if t in writing or sched.get(t, ("",))[0] in arrays.ACTIVE} - queued
+    failed = {t: v for t, v in sched.items()
+              if t not in running | queued and v[0] not in ("COMPLETED", "UNKNOWN")}
     done_points = sum(int(m["points"]) for m in metas)
     total_points = sum(t.npoints for t in tiles)
     lines = [f"run {run.path}  ({cfg['model'].get('name')} on {cfg['data']['name']}, "
              f"{cfg['directions']['kind']} directions, grid {'x'.join(map(str, run.grid.shape[::-1]))})",
-             f"tiles: {len(metas)} done, {len(running)} running, {len(reasons) - len(running)} missing, "
-             f"{len(tiles)} total  ({done_points}/{total_points} points)"]
-    broken = {tid: why for tid, why in reasons.items() if why != "missing"}
-    for tid, why in list(broken.items())[:10]:
+             f"tiles: {len(metas)} done, {len(running)} running, {len(queued)} queued, {len(failed)} failed, "
+             f"{len(reasons) - len(running) - len(queued) - len(failed)} missing, {len(tiles)} total  "
+             f"({done_points}/{total_points} points)"]
+    for tid, (state, log) in list(failed.items())[:10]:
+        lines.append(f"  tile {tid}: {state}" + (f"  log: {log}" if log else ""))
+    for tid, why in [(t, w) for t, w in reasons.items() if w != "missing"][:10]:
         lines.append(f"  tile {tid}: {why} (will be recomputed)")
     if metas:
         per_worker = done_points / max(sum(float(m["seconds"]) for m in metas), 1e-9)
@@ -43,6 +75,8 @@ def summary(run: RunDir) -> str:
         lines.append(f"speed: {per_worker:.2f} points/s per worker, {overall:.2f} points/s overall")
         if left:
             lines.append(f"time left: about {_fmt_seconds(left / overall)} at the overall rate")
+    if reasons and not running:
+        lines.append(f"to finish: landscape-surface run.dir={run.path}  (computes only the missing tiles)")
     if run.surface_file.is_file():
         lines.append(f"surface: {run.surface_file}")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from landscape.errors import UserError
 from jobs.reduce import reduce
 from . import backends, config
 from .cli import user_errors, with_saved_overrides
+from .plan import describe
 from .prepare import prepare
 from .plots import draw
 
@@ -37,6 +38,7 @@ def drive(cfg: dict[str, Any], overrides: list[str]) -> int:
     print(f"run {run.path}: {total - len(todo)}/{total} tiles done, {len(todo)} to compute "
           f"({sum(run.tiles[i].npoints for i in todo)} points) with launcher={launcher['name']}")
     if launcher.get("dry_run"):
+        print(describe(run, todo, launcher))
         return 0
     t0 = time.perf_counter()
     if todo:

@@ -59,3 +59,28 @@ def read_surface(path: Path) -> dict[str, np.ndarray]:
 def copy_run(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A running single-node Slurm with accounting (cluster/up.sh is idempotent)."""
+    avail = subprocess.run(["bash", str(REPO / "cluster" / "available.sh")], capture_output=True, text=True)
+    if avail.returncode != 0:
+        require_cluster(f"no local cluster: {avail.stdout.strip() or avail.stderr.strip()}")
+    up = subprocess.run(["bash", str(REPO / "cluster" / "up.sh")], capture_output=True, text=True, timeout=900)
+    if up.returncode != 0:
+        require_cluster(f"cluster/up.sh failed:\n{up.stdout[-2000:]}\n{up.stderr[-2000:]}")
+    os.environ["LANDSCAPE_SINGLE_NODE"] = "1"  # run dirs under /tmp are shared here: one node
+    return True
+
+
+def wait_for(predicate, timeout: float = 120, poll: float = 0.2) -> bool:
+    """Poll until predicate() is true; False on time-out (tests assert on it)."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return False

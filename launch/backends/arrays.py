@@ -1,0 +1,117 @@
+"""Job arrays through submitit, shared by the slurm and pbs backends (only the executor differs).
+
+Each array task runs `jobs.tile.run_tiles` on its k tiles; tile files, not scheduler state, say
+what is done, so the driver never waits forever on a job the scheduler lost.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import submitit
+from tqdm import tqdm
+
+from jobs.run import RunDir
+from jobs.tile import run_tiles
+from landscape.errors import UserError
+
+ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "READY", "CONFIGURING", "SUSPENDED", "QUEUED"}
+RECORDS = "submissions.jsonl"
+
+
+class TileTask(submitit.helpers.Checkpointable):
+    """An array task: evaluate these tiles. On time-out submitit requeues it; done tiles are skipped."""
+
+    def __call__(self, run_dir: str, tile_ids: list[int]) -> list[int]:
+        return run_tiles(run_dir, tile_ids)
+
+
+def task_groups(tile_ids: list[int], per_task: int, max_array: int) -> list[list[list[int]]]:
+    """Tiles -> tasks of `per_task` tiles -> arrays of at most `max_array` tasks."""
+    if per_task < 1 or max_array < 1:
+        raise UserError("launcher.tiles_per_task and the array size must be 1 or more")
+    tasks = [tile_ids[i:i + per_task] for i in range(0, len(tile_ids), per_task)]
+    return [tasks[i:i + max_array] for i in range(0, len(tasks), max_array)]
+
+
+def warn_if_not_shared(run: RunDir) -> None:
+    """Array tasks run on other nodes: a run directory under /tmp is very likely node-local."""
+    path = run.path.resolve()
+    if str(path).startswith(("/tmp/", "/var/tmp/", "/dev/shm/")) and not os.environ.get("LANDSCAPE_SINGLE_NODE"):
+        print(f"warning: {path} looks node-local; compute nodes must see the run directory, the logs and the "
+              "Python environment on a shared filesystem (set LANDSCAPE_SINGLE_NODE=1 to silence this)")
+
+
+def record(run: RunDir, entry: dict[str, Any]) -> None:
+    """Append one submission to RUN_DIR/submissions.jsonl, which landscape-status reads."""
+    with open(run.path / RECORDS, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def records(run: RunDir) -> list[dict[str, Any]]:
+    path = run.path / RECORDS
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def submit(run: RunDir, tile_ids: list[int], cfg: dict[str, Any], backend: str,
+           make_executor: Callable[[Path], submitit.Executor], max_array: int,
+           info: dict[str, Any] | None = None) -> list[submitit.Job]:
+    """Submit the tiles as one or more arrays; record which task holds which tiles (and `info`, what
+    the backend's `task_states` needs to read the record back, e.g. the PBS flavour)."""
+    warn_if_not_shared(run)
+    round_no = len(records(run))
+    jobs: list[submitit.Job] = []
+    for chunk_no, tasks in enumerate(task_groups(tile_ids, int(cfg["tiles_per_task"]), max_array)):
+        folder = run.path / "logs" / f"{backend}-{round_no:03d}-{chunk_no:02d}"
+        executor = make_executor(folder)
+        try:
+            chunk_jobs = executor.map_array(TileTask(), [str(run.path.resolve())] * len(tasks), tasks)
+        except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError, OSError) as err:
+            raise UserError(f"{backend} refused the submission: {str(err).strip().splitlines()[-1][:300]}") from err
+        array_id = chunk_jobs[0].job_id.split("_")[0]
+        record(run, {"round": round_no, "chunk": chunk_no, "backend": backend, "array": array_id,
+                     "folder": str(folder), "submitted": time.time(),
+                     "tasks": {j.job_id.split("_")[-1]: t for j, t in zip(chunk_jobs, tasks)}, **(info or {})})
+        print(f"submitted {backend} array {array_id}: {len(tasks)} tasks, {sum(map(len, tasks))} tiles, "
+              f"logs in {folder}")
+        jobs += chunk_jobs
+    return jobs
+
+
+def wait(run: RunDir, jobs: list[submitit.Job], tile_ids: list[int], poll_s: float = 2.0,
+         stall_s: float = 600.0) -> None:
+    """Progress from tile files; stop when every tile exists, every task is finished, or nothing has
+    moved for `stall_s` while the scheduler reports no task queued or running (a lost job)."""
+    points = {t.id: t.npoints for t in run.tiles}
+    pending = set(tile_ids)
+    bar = tqdm(total=sum(points[i] for i in tile_ids), unit="pt", desc="surface", smoothing=0.1)
+    last_move = time.time()
+    while pending:
+        arrived = [t for t in pending if run.tile_file(run.tiles[t]).exists()]
+        for tid in arrived:
+            pending.discard(tid)
+            bar.update(points[tid])
+        states = [j.state.split()[0].upper() for j in jobs]
+        if arrived or any(s in ACTIVE for s in states):
+            last_move = time.time()
+        if not pending or all(j.done() for j in jobs) or time.time() - last_move > stall_s:
+            break
+        time.sleep(poll_s)
+    bar.close()
+    failed = [f"{j.job_id} {j.state}" for j in jobs if j.done() and j.state.split()[0].upper() != "COMPLETED"]
+    if pending or failed:
+        print(f"{len(failed)} array tasks failed ({', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}); "
+              f"landscape-status {run.path} shows their logs")
+
+
+def log_tail(entry: dict[str, Any], index: str, lines: int = 3) -> str:
+    """The last lines of a task's stderr (submitit's `<array>_<index>_0_log.err`)."""
+    path = Path(entry["folder"]) / f"{entry['array']}_{index}_0_log.err"
+    if not path.is_file():
+        return ""
+    text = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    return " | ".join(text[-lines:])

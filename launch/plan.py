@@ -1,0 +1,42 @@
+"""`launcher.dry_run=true`: what would be submitted, and what it would cost, from a calibration here."""
+from __future__ import annotations
+
+import time
+from importlib import import_module
+from typing import Any
+
+from jobs.run import RunDir
+from jobs.tile import build_evaluator
+
+from .backends.arrays import task_groups
+
+
+def calibrate(run: RunDir, points: int = 3) -> tuple[float, str]:
+    """Seconds per point on this machine (after one warm-up point), and the device used."""
+    evaluator = build_evaluator(run)
+    coords = run.tiles[0].coords(run.grid)
+    evaluator.evaluate(coords[:1])
+    t0 = time.perf_counter()
+    evaluator.evaluate(coords[:points])
+    return (time.perf_counter() - t0) / len(coords[:points]), str(evaluator.device)
+
+
+def describe(run: RunDir, todo: list[int], cfg: dict[str, Any]) -> str:
+    """Tiles, arrays and chunks, time per tile and per task, total compute hours."""
+    npoints = sum(run.tiles[i].npoints for i in todo)
+    lines = [f"plan: {len(todo)} of {len(run.tiles)} tiles to compute, {npoints} points"]
+    per_task = int(cfg.get("tiles_per_task", 1))
+    backend = import_module(f"launch.backends.{cfg['name']}") if cfg["name"] in ("slurm", "pbs") else None
+    if backend is not None:
+        chunks = task_groups(todo, per_task, backend.max_array_size(cfg)) if todo else []
+        sizes = [len(c) for c in chunks]
+        lines.append(f"{cfg['name']}: {sum(sizes)} array tasks of {per_task} tile(s) in {len(chunks)} array(s) "
+                     f"({', '.join(map(str, sizes)) or 'none'} tasks), at most {cfg.get('parallelism')} running")
+    if todo:
+        seconds, device = calibrate(run)
+        biggest = max(run.tiles[i].npoints for i in todo)
+        lines.append(f"calibration on this machine ({device}): {seconds:.3f} s per point, "
+                     f"{seconds * biggest:.1f} s per tile, {seconds * biggest * per_task / 60:.1f} min per task")
+        lines.append(f"total: {seconds * npoints / 3600:.2f} {'GPU' if device.startswith('cuda') else 'CPU-worker'}"
+                     f"-hours; ask for a task time above the per-task figure on the nodes' hardware")
+    return "\n".join(lines)
