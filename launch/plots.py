@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from landscape.errors import UserError
+from landscape.surface import h5open
 from landscape.plot import PlotOptions, plot_surface_file
 
 from jobs.run import RunDir
@@ -15,6 +16,9 @@ from .cli import positional_run_dir, user_errors
 
 def draw(run: RunDir, opts: dict[str, Any]) -> list[Path]:
     """Every plot of the run's surface file into `RUN_DIR/plots/`."""
+    with h5open(run.surface_file) as f:
+        if not f["done"][()].any():
+            return []  # nothing computed yet: nothing to draw
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in opts.items() if v is not None or k == "clip"}
     return plot_surface_file(run.surface_file, run.path / "plots", PlotOptions(**fields))
 
