@@ -10,6 +10,8 @@ import yaml
 
 from landscape.errors import UserError
 
+from .config import volatile
+
 
 def user_errors(main: Callable[..., int | None]) -> Callable[..., int]:
     """Print `error: ...` and exit 2 on bad input instead of a traceback."""
@@ -30,20 +32,18 @@ def positional_run_dir(argv: list[str]) -> list[str]:
     return argv
 
 
-ONE_SHOT = ("launcher.wait", "launcher.dry_run")  # apply to the command that says them, not to resumes
-
-
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
 def with_saved_overrides(argv: list[str]) -> list[str]:
-    """If `run.dir=D` names an existing run, its saved overrides come first and argv refines them."""
+    """If `run.dir=D` names an existing run, its saved value-changing overrides come first and argv
+    refines them; how it ran (launcher, device, plots) applies to the command that said it only."""
     run_dirs = [a.split("=", 1)[1] for a in argv if _key(a) == "run.dir"]
     saved_file = Path(run_dirs[-1]) / "run.yaml" if run_dirs else None
     if not saved_file or not saved_file.is_file():
         return argv
     saved = yaml.safe_load(saved_file.read_text()).get("overrides", [])
-    merged = {_key(o): o for o in saved if _key(o) not in ONE_SHOT}
+    merged = {_key(o): o for o in saved if not volatile(_key(o))}
     merged.update({_key(o): o for o in argv})
     return list(merged.values())

@@ -53,9 +53,14 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def volatile(key: str) -> bool:
+    """True for settings that never change a value on the surface (how and where it runs, plots)."""
+    return any(key == p or key.startswith(p + ".") for p in VOLATILE)
+
+
 def value_keys(cfg: dict[str, Any]) -> dict[str, Any]:
     """The flattened settings that change values on the surface."""
-    return {k: v for k, v in _flatten(cfg).items() if not any(k == p or k.startswith(p + ".") for p in VOLATILE)}
+    return {k: v for k, v in _flatten(cfg).items() if not volatile(k)}
 
 
 def file_digest(path: str | Path) -> str:

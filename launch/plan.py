@@ -31,7 +31,8 @@ def describe(run: RunDir, todo: list[int], cfg: dict[str, Any]) -> str:
         chunks = task_groups(todo, per_task, backend.max_array_size(cfg)) if todo else []
         sizes = [len(c) for c in chunks]
         lines.append(f"{cfg['name']}: {sum(sizes)} array tasks of {per_task} tile(s) in {len(chunks)} array(s) "
-                     f"({', '.join(map(str, sizes)) or 'none'} tasks), at most {cfg.get('parallelism')} running")
+                     f"({', '.join(map(str, sizes)) or 'none'} tasks)"
+                     + (f", at most {cfg['parallelism']} running" if cfg.get("parallelism") else ""))
     if todo:
         seconds, device = calibrate(run)
         biggest = max(run.tiles[i].npoints for i in todo)

@@ -81,6 +81,12 @@ def make_directions(cfg: dict[str, Any], model: torch.nn.Module, state: checkpoi
     return dirs
 
 
+def _write_run_yaml(run: RunDir, saved: dict[str, Any]) -> None:
+    tmp = run.config_file.with_name("run.yaml.tmp")
+    tmp.write_text(yaml.safe_dump(saved, sort_keys=False))
+    tmp.replace(run.config_file)
+
+
 def prepare(cfg: dict[str, Any], overrides: list[str], log=print) -> RunDir:
     """The run directory for `cfg`: reopened if it holds the same fingerprint, else created."""
     kind = cfg["directions"]["kind"]
@@ -96,6 +102,9 @@ def prepare(cfg: dict[str, Any], overrides: list[str], log=print) -> RunDir:
             diffs = config.differences(run.config, cfg) or ["the checkpoint files' contents changed"]
             raise UserError(f"{run.path} holds a run of another configuration ({'; '.join(diffs)}); "
                             "use a new run.dir, or delete the old one to replace it")
+        if run.config != cfg:  # same values, new way of running (device, launcher): nodes read run.yaml
+            _write_run_yaml(run, {**run.saved, "overrides": overrides, "config": cfg})
+            run = RunDir(run.path)
         return run
     dims = cfg["grid"]["dims"] or (1 if kind == "line" else 2)
     if kind == "line" and dims != 1:
@@ -118,9 +127,7 @@ def prepare(cfg: dict[str, Any], overrides: list[str], log=print) -> RunDir:
     saved = {"fingerprint": fp, "overrides": overrides, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
              "versions": {"landscape": landscape.__version__, "torch": str(torch.__version__)},
              "config": cfg}
-    tmp = run.config_file.with_name("run.yaml.tmp")
-    tmp.write_text(yaml.safe_dump(saved, sort_keys=False))
-    tmp.replace(run.config_file)  # run.yaml last: its presence means the run is fully set up
+    _write_run_yaml(run, saved)  # last: its presence means the run is fully set up
     log(f"new run {run.path}: {kind} directions ({time.perf_counter() - t0:.1f} s), "
         f"grid {'x'.join(map(str, grid.shape[::-1]))}, {len(tiles)} tiles")
     return run

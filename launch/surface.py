@@ -4,6 +4,7 @@ Running the same command again (or `landscape-surface run.dir=DIR` alone) resume
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -22,6 +23,10 @@ from .plots import draw
 def main(argv: list[str] | None = None) -> int:
     overrides = with_saved_overrides(list(sys.argv[1:] if argv is None else argv))
     cfg = config.load("surface", overrides)
+    ranks_env = max(int(os.environ.get(v, "1") or 1) for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE"))
+    if ranks_env > 1 and cfg["launcher"]["name"] != "mpi":
+        raise UserError(f"started as {ranks_env} MPI ranks but launcher={cfg['launcher']['name']}: every rank "
+                        "would compute the whole surface; add launcher=mpi")
     if cfg["launcher"]["name"] == "mpi":  # every rank runs this command: rank 0 drives, the others compute
         from .backends.mpi import ranks
         return ranks(lambda: drive(cfg, overrides))

@@ -1,11 +1,12 @@
 """One module per way of running tiles. A backend only answers: run these tile ids of this run."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from jobs.run import RunDir
+if TYPE_CHECKING:  # submitit imports the pbs plugin from here: keep that import free of torch
+    from jobs.run import RunDir
 
-Backend = Callable[[RunDir, list[int], dict[str, Any]], None]
+Backend = Callable[["RunDir", list[int], dict[str, Any]], None]
 
 
 def get(name: str) -> Backend:

@@ -71,7 +71,7 @@ def submit(run: RunDir, tile_ids: list[int], cfg: dict[str, Any], backend: str,
         try:
             chunk_jobs = executor.map_array(TileTask(), [str(run.path.resolve())] * len(tasks), tasks)
         except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError, OSError) as err:
-            raise UserError(f"{backend} refused the submission: {str(err).strip().splitlines()[-1][:300]}") from err
+            raise UserError(f"{backend} refused the submission: {_reason(err)}") from err
         array_id = chunk_jobs[0].job_id.split("_")[0]
         record(run, {"round": round_no, "chunk": chunk_no, "backend": backend, "array": array_id,
                      "folder": str(folder), "submitted": time.time(),
@@ -80,6 +80,15 @@ def submit(run: RunDir, tile_ids: list[int], cfg: dict[str, Any], backend: str,
               f"logs in {folder}")
         jobs += chunk_jobs
     return jobs
+
+
+def _reason(err: Exception) -> str:
+    """The scheduler's own words: the last error line of what the submit command printed (stderr, else
+    stdout: Slurm's qsub wrapper prints sbatch's error there)."""
+    text = "\n".join(filter(None, [str(err), getattr(err.__cause__, "output", None)]))
+    lines = [ln.strip(" '") for ln in text.splitlines() if ln.strip(" '")]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    return (errors or lines or [type(err).__name__])[-1][:300]
 
 
 def wait(run: RunDir, jobs: list[submitit.Job], tile_ids: list[int], poll_s: float = 2.0,

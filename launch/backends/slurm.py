@@ -64,7 +64,8 @@ def task_states(entry: dict[str, Any]) -> dict[str, str]:
     states = {}
     for line in out.splitlines():
         job_id, _, state = line.partition("|")
-        if "_" in job_id:
-            for index in _indices(job_id.split("_", 1)[1]):
-                states[index] = state.split()[0]
+        if "_" not in job_id:  # a single task is submitted as a plain job, recorded under its id
+            states[job_id] = state.split()[0]
+        for index in _indices(job_id.split("_", 1)[1]) if "_" in job_id else ():
+            states[index] = state.split()[0]
     return states
