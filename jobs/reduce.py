@@ -55,6 +55,12 @@ def reduce(run_dir: str | Path) -> Reduced:
              "landscape_version": landscape.__version__, "seed": cfg["seed"],
              "title": f"{cfg['model'].get('name', 'model')} on {cfg['data']['name']}, "
                       f"{cfg['directions']['kind']} directions", **_axis_labels(run)}
+    checks = [float(v["_meta"]["precision_check"]) for v in values.values() if "precision_check" in v["_meta"]]
+    if checks:  # bf16/fp16: the largest relative loss difference from fp32 over the checked points
+        attrs["precision_check"] = float(np.nanmax(checks)) if not np.isnan(checks).all() else float("nan")
+        attrs["precision_check_tiles"] = len(checks)
+    if cfg["data"].get("subset"):
+        attrs["approximate_subset"] = int(cfg["data"]["subset"])
     if not any(k.endswith("_loss") for k in arrays):  # nothing computed yet: still a valid, empty file
         arrays["train_loss"] = np.full(run.grid.shape, np.nan)
     surface.write_surface(run.surface_file, run.grid, arrays, str(run.directions_file.resolve()), attrs, extra)

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 import torch
 
 from landscape import checkpoint, data, surface
-from landscape.evaluate import Evaluator
+from landscape.evaluate import Evaluator, tune_cpu_malloc
 from landscape.spec import instantiate
 
 from .run import RunDir
@@ -29,7 +29,12 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 def set_cpu_threads() -> int:
-    """Use the CPUs the scheduler granted (Slurm/PBS/launcher), not every core of the node."""
+    """Use the CPUs the scheduler granted (Slurm/PBS/launcher), not every core of the node.
+
+    Also keeps freed memory in the process (glibc mallopt): large activations are otherwise
+    unmapped and page-faulted back on every batch (2x on a ResNet-20 CPU forward, BENCHMARKS.md).
+    """
+    tune_cpu_malloc()
     for var in ("LANDSCAPE_THREADS", "SLURM_CPUS_PER_TASK", "NCPUS", "OMP_NUM_THREADS"):
         if os.environ.get(var, "").isdigit():
             torch.set_num_threads(max(1, int(os.environ[var])))
@@ -48,9 +53,14 @@ def build_evaluator(run: RunDir, device: torch.device | None = None) -> Evaluato
     dataset = data.load(cfg["data"])
     split = cfg["data"]["split"]
     splits = {s: dataset.split(s) for s in (("train", "test") if split == "both" else (split,))}
+    if cfg["data"].get("subset"):  # quick look: a fixed seeded subset, marked approximate by the reducer
+        splits = {s: data.subset(v, int(cfg["data"]["subset"]), cfg.get("seed", 0)) for s, v in splits.items()}
+    ev = cfg["eval"]
+    options = {k: ev[k] for k in ("mode", "points_per_batch", "compile", "fold_bn", "channels_last", "stream",
+                                  "precision_check") if k in ev}
     return Evaluator(model, origin, run.load_directions(names), splits, dataset.num_classes,
-                     loss=cfg["loss"], precision=cfg["precision"], batch_size=cfg["eval"]["batch_size"],
-                     device=device)
+                     loss=cfg["loss"], precision=cfg["precision"], batch_size=ev["batch_size"],
+                     device=device, cache_dir=run.path / "cache", **options)
 
 
 def _terminate_cleanly(signum, frame):
@@ -74,7 +84,8 @@ def run_tiles(run_dir: str, tile_ids: Iterable[int], device: torch.device | None
         values = evaluator.evaluate(tile.coords(run.grid))
         elapsed = time.perf_counter() - t0
         meta = {"seconds": elapsed, "host": socket.gethostname(), "pid": os.getpid(),
-                "device": str(evaluator.device), "points": tile.npoints, "finished": time.time()}
+                "device": str(evaluator.device), "points": tile.npoints, "finished": time.time(),
+                **evaluator.meta()}  # engine choices; precision_check for bf16/fp16
         surface.write_tile(run.tile_file(tile), tile, run.fingerprint, values, meta)
         computed.append(tile_id)
         if on_done:

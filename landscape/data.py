@@ -155,6 +155,17 @@ def synthetic(shape: tuple[int, ...] = (3, 32, 32), n_train: int = 512, n_test: 
     return Data(split(n_train), split(n_test), num_classes)
 
 
+def subset(split: Split, n: int, seed: int = 0) -> Split:
+    """`n` samples drawn without replacement by a seeded generator, kept in their order (quick looks)."""
+    if int(n) < 1:
+        raise UserError(f"data.subset is {n}: use a number of samples of 1 or more, or null")
+    if n >= len(split):
+        return split
+    g = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(len(split), generator=g)[:int(n)].sort().values
+    return replace(split, x=split.x[idx.to(split.x.device)], y=split.y[idx.to(split.y.device)])
+
+
 LOADERS = {"digits": digits, "cifar10": cifar10, "tensors": tensors, "synthetic": synthetic}
 SPEC_ONLY = ("name", "split", "num_classes", "in_channels", "in_features", "out_features", "subset")
 

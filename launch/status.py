@@ -77,6 +77,11 @@ def summary(run: RunDir) -> str:
             lines.append(f"time left: about {_fmt_seconds(left / overall)} at the overall rate")
     if reasons and not running:
         lines.append(f"to finish: landscape-surface run.dir={run.path}  (computes only the missing tiles)")
+    checks = [float(m["precision_check"]) for m in metas if "precision_check" in m]
+    checks = [c for c in checks if c == c] or checks  # NaN only where fp32 itself was not finite
+    if checks:
+        lines.append(f"precision check: {run.config.get('precision')} vs fp32, largest relative loss difference "
+                     f"{max(checks):.2e} over {len(checks)} tiles")
     if run.surface_file.is_file():
         lines.append(f"surface: {run.surface_file}")
     return "\n".join(lines)

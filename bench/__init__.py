@@ -1,0 +1,1 @@
+"""Benchmarks of the evaluation engine: `make bench` (CPU, bench/cpu.py), `make bench-gpu` (bench/gpu.py)."""
