@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -80,9 +81,10 @@ def loss_sum(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool) -> t
 
 def check_fits(model: nn.Module, split: Split, num_classes: int) -> None:
     """Run two samples through the model: a clear error if the data's shape or classes do not fit."""
+    head = replace(split, x=split.x[:2], y=split.y[:2]).to(next(model.parameters()).device)  # streamed: x on host
     try:
         with torch.inference_mode():
-            out = model.eval()(split.inputs(0, 2).to(next(model.parameters()).device))
+            out = model.eval()(head.inputs(0, 2))
     except RuntimeError as err:
         raise UserError(f"data of shape {tuple(split.x.shape[1:])} does not fit the model: "
                         f"{str(err).splitlines()[0]}") from err
@@ -502,7 +504,7 @@ class Evaluator:
             self.splits = {k: s.to(self.device) for k, s in splits.items()}
         check_fits(self.model, next(iter(self.splits.values())), num_classes)
         with torch.inference_mode():
-            probe = self.model(next(iter(self.splits.values())).inputs(0, 1).to(self.device))
+            probe = self.model(_head(next(iter(self.splits.values())), 1, self.device).inputs(0, 1))
         self.out_per_sample = probe[0].numel()
 
         self.info: dict[str, Any] = {}
@@ -1003,12 +1005,10 @@ def _unique_names(named: Iterator[tuple[str, torch.Tensor]], params: list[torch.
 
 def _with_y_on(split: Split, device: torch.device) -> Split:
     """Targets and normalisation constants on the device, inputs left on the host (streamed)."""
-    from dataclasses import replace
     move = lambda t: None if t is None else t.to(device)  # noqa: E731
     return replace(split, y=move(split.y), mean=move(split.mean), std=move(split.std))
 
 
 def _head(split: Split, n: int, device: torch.device) -> Split:
-    """The first n samples, on the device."""
-    from dataclasses import replace
-    return replace(split, x=split.x[:n].to(device), y=split.y[:n])
+    """The first n samples with their normalisation, on the device."""
+    return replace(split, x=split.x[:n], y=split.y[:n]).to(device)
