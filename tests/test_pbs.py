@@ -293,7 +293,7 @@ def test_surface_through_qsub_equals_local(qsub, args, local_run, tmp_path):
     done = {p.name: p.stat().st_mtime_ns for p in (run / "tiles").glob("*.h5")}
     for tile in (1, 7):
         (run / "tiles" / f"{tile:05d}.h5").unlink()
-    out = cli("landscape-surface", f"run.dir={run}", "launcher.flavor=torque", "launcher.tiles_per_task=1")
+    out = cli("landscape-surface", f"run.dir={run}", "launcher=pbs", "launcher.flavor=torque", "launcher.tiles_per_task=1")
     assert "7/9 tiles done, 2 to compute" in out.stdout and "2 tasks, 2 tiles" in out.stdout
     assert "#PBS -t 0-1" in script(run, 1) and "#PBS -l nodes=1:ppn=1" in script(run, 1)
     assert latest_entry(run)["flavor"] == "torque"
