@@ -86,7 +86,7 @@ def test_tensors_file_regression_with_mlp_and_mae(tmp_path, suffix):
     checkpoint.load_into(model, tmp_path / "R" / "checkpoints" / "last.pt")
     mae, _ = evaluate_split(model, d.train, "mae", classify=False)  # mean |f(x) - y| over samples and outputs
     assert s["train_loss"][2, 2] == pytest.approx(mae, rel=1e-6)
-    assert mae == pytest.approx(float((model(d.train.x) - d.train.y).abs().mean()), rel=1e-5)
+    assert mae == pytest.approx(float((model(d.train.x) - d.train.y).abs().mean().detach()), rel=1e-5)
 
 
 def test_tensors_file_without_y_is_a_clear_error(tmp_path):
