@@ -55,7 +55,7 @@ def test_cancelled_tasks_are_the_only_ones_rerun(slurm, local_ref, base_args, tm
     subprocess.run(["scancel", f"{array_id}_[4-8]"], check=True)
     assert wait_for(lambda: _array_gone(array_id), timeout=120)
     done = {p.name: p.stat().st_mtime_ns for p in (run / "tiles").glob("*.h5")}
-    assert 1 <= len(done) < 9
+    assert 0 < len(done) < 9, "the cancel came too late (or too early) to test anything"
     status = cli("landscape-status", run).stdout
     assert f"{len(done)} done" in status and "to finish: landscape-surface" in status
     out = cli("landscape-surface", *args)
