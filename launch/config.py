@@ -15,7 +15,8 @@ from landscape.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Keys that never change a value on the surface: they may differ between a run and its resume.
-VOLATILE = ("launcher", "plot", "run", "eval.device")
+# eval.stream / points_per_batch are bitwise-neutral in fp32 (tests/test_engine.py); precision_check only adds a figure.
+VOLATILE = ("launcher", "plot", "run", "eval.device", "eval.stream", "eval.points_per_batch", "eval.precision_check")
 
 
 def load(name: str, overrides: list[str]) -> dict[str, Any]:

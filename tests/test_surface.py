@@ -136,7 +136,7 @@ def test_changed_config_is_refused_and_nothing_written(one_tile, base_args):
 
 
 def test_launcher_and_plot_settings_may_change_on_resume(one_tile, base_args):
-    out = cli("landscape-surface", *base_args, *GRID, "grid.tile=16", "launcher.workers=2", "plot.clip=3",
+    out = cli("landscape-surface", *base_args, *GRID, "grid.tile=16", "launcher.workers=2", "plot.clip=3", "eval.precision_check=0", "eval.points_per_batch=4",
               f"run.dir={one_tile}")
     assert "0 to compute" in out.stdout
 
