@@ -12,6 +12,23 @@ import torch
 from .errors import UserError
 
 
+def normalize(x: torch.Tensor, scale: float, mean: torch.Tensor | None, std: torch.Tensor | None,
+              channels_last: bool = False) -> torch.Tensor:
+    """Float32 inputs `(x * scale - mean) / std` per channel, in one explicit memory format.
+
+    The format is forced because strides decide the kernel: a (N, 1, H, W) tensor from numpy can
+    carry channels-last strides while `is_contiguous()`, and then gives other low bits than a copy.
+    """
+    fmt = torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format
+    xb = x.to(torch.float32, memory_format=fmt)
+    if scale != 1.0:
+        xb = xb * scale
+    if mean is not None:
+        shape = (1, -1) + (1,) * (xb.dim() - 2)
+        xb = (xb - mean.view(shape)) / std.view(shape)
+    return xb
+
+
 @dataclass
 class Split:
     """One split: raw `x` (uint8 images or floats), targets `y`, and the normalisation to apply."""
@@ -31,13 +48,7 @@ class Split:
 
     def inputs(self, start: int, stop: int) -> torch.Tensor:
         """Float32 inputs of samples [start, stop), normalised."""
-        xb = self.x[start:stop].float()
-        if self.scale != 1.0:
-            xb = xb * self.scale
-        if self.mean is not None:
-            shape = (1, -1) + (1,) * (xb.dim() - 2)
-            xb = (xb - self.mean.view(shape)) / self.std.view(shape)
-        return xb
+        return normalize(self.x[start:stop], self.scale, self.mean, self.std)
 
 
 @dataclass

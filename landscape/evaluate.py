@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import StateDict
-from .data import Split
+from .data import Split, normalize
 from .directions import Directions
 from .errors import UserError
 
@@ -66,17 +66,8 @@ BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # ----------------------------------------------------------------------------- public helpers
 
 def loss_sum(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool) -> tuple[torch.Tensor, int]:
-    """Sum of the per-element loss in fp32 and the number of elements it averages over."""
-    out = out.float()
-    if loss == "cross_entropy":
-        if not classify:
-            raise UserError("loss cross_entropy needs class labels; use loss=mse or loss=mae for regression")
-        return F.cross_entropy(out, y, reduction="sum"), y.shape[0]
-    if classify:  # Li et al.: softmax probabilities against one-hot targets
-        out, y = out.softmax(1), F.one_hot(y, out.shape[1]).float()
-    y = y.reshape(out.shape)
-    diff = out - y
-    return (diff.square() if loss == "mse" else diff.abs()).sum(), out.numel()
+    """Sum of the per-element loss (fp32) over one batch and the number of elements it averages over."""
+    return point_sums(out[None], y, loss, classify)[0, 0], y.shape[0] if loss == "cross_entropy" else out.numel()
 
 
 def check_fits(model: nn.Module, split: Split, num_classes: int) -> None:
@@ -310,23 +301,6 @@ class BNFolder:
 
 
 # ----------------------------------------------------------------------------- sums over a batch
-
-def _normalize(x: torch.Tensor, scale: float, mean: torch.Tensor | None, std: torch.Tensor | None,
-               channels_last: bool) -> torch.Tensor:
-    """Float32 inputs, as `Split.inputs` makes them, in one explicit memory format.
-
-    The format is forced because strides decide the kernel: a (N, 1, H, W) tensor from numpy can
-    carry channels-last strides while `is_contiguous()`, and then gives other low bits than a copy.
-    """
-    fmt = torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format
-    xb = x.to(torch.float32, memory_format=fmt)
-    if scale != 1.0:
-        xb = xb * scale
-    if mean is not None:
-        shape = (1, -1) + (1,) * (xb.dim() - 2)
-        xb = (xb - mean.view(shape)) / std.view(shape)
-    return xb
-
 
 def point_sums(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool) -> torch.Tensor:
     """(P, 2) fp32 [loss sum, correct count] of outputs `out` (P, B, ...) against targets `y` (B, ...)."""
@@ -840,7 +814,7 @@ class Evaluator:
 
         if mode == "loop":
             def step(x, y, scale, mean, std):
-                out = forward(net, _normalize(x, scale, mean, std, cl))
+                out = forward(net, normalize(x, scale, mean, std, cl))
                 return point_sums(out[None], y, loss, classify)
             return step
 
@@ -848,7 +822,7 @@ class Evaluator:
             return torch.func.functional_call(net, {**shared, **batched}, (xb,), strict=False)
 
         def vstep(x, y, scale, mean, std, batched, shared):
-            xb = _normalize(x, scale, mean, std, False)
+            xb = normalize(x, scale, mean, std, False)
             if dtype is not None:  # explicit casts: see _vmap_args
                 xb = xb.to(dtype)
             out = torch.func.vmap(one, in_dims=(0, None, None))(batched, shared, xb)
@@ -978,7 +952,7 @@ class Evaluator:
             cl = self.channels_last and self.mode == "loop"
             need = sum(s.x.numel() * 4 for s in self.splits.values())
             self._normalised = self.splits if need > CPU_NORMALISED_BYTES else {
-                k: Split(_normalize(s.x, s.scale, s.mean, s.std, cl), s.y) for k, s in self.splits.items()}
+                k: Split(normalize(s.x, s.scale, s.mean, s.std, cl), s.y) for k, s in self.splits.items()}
         return self._normalised
 
     def meta(self) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def summary(run: RunDir) -> str:
     checks = [float(m["precision_check"]) for m in metas if "precision_check" in m]
     checks = [c for c in checks if c == c] or checks  # NaN only where fp32 itself was not finite
     if checks:
-        lines.append(f"precision check: {run.config.get('precision')} vs fp32, largest relative loss difference "
+        lines.append(f"precision check: {cfg.get('precision')} vs fp32, largest relative loss difference "
                      f"{max(checks):.2e} over {len(checks)} tiles")
     if run.surface_file.is_file():
         lines.append(f"surface: {run.surface_file}")
