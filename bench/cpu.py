@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from landscape import data, directions
-from landscape.evaluate import Evaluator, tune_cpu_malloc
+from landscape.evaluate import Evaluator
+from landscape.hardware import tune_cpu_malloc
 from landscape.models import digits_cnn, mlp, resnet20
 
 from .common import bare_forward, calibrate_bn, environment, reference_loop, table, timed, write_json
@@ -33,7 +34,7 @@ MALLOC_PROBE = """
 import os, sys, time, resource, torch
 torch.set_num_threads(int(os.environ.get("LANDSCAPE_BENCH_THREADS", "1")))
 if sys.argv[1] == "tuned":
-    from landscape.evaluate import tune_cpu_malloc
+    from landscape.hardware import tune_cpu_malloc
     tune_cpu_malloc()
 from landscape.models import resnet20
 torch.manual_seed(0)

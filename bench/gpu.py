@@ -90,7 +90,8 @@ def run_config(w: dict, label: str, kwargs: dict, state: dict, dirs, coords: np.
         log(f"  {w['name']} {label}: {rec['points_per_s']:.2f} points/s, {rec['tflops']:.1f} TFLOP/s"
             + (f" ({100 * rec['peak_fraction']:.1f}% of bf16 peak)" if peak else "")
             + f", 200x200 in {rec['projected_200x200_min']:.1f} min; setup {rec['setup_s']:.0f} s "
-              f"(mode {ev.mode}, batch {ev.batch_size}, compile {ev.use_compile})")
+              f"(mode {ev.mode}, batch {ev.batch_size}, compile {ev.use_compile}, graph {ev.use_graph}"
+              + (f"; us/sample by batch: {ev.info['batch_decision']}" if "batch_decision" in ev.info else "") + ")")
         del ev
     except Exception as err:  # noqa: BLE001 - one failing configuration must not lose the others
         rec["error"] = f"{type(err).__name__}: {err}"
@@ -107,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=64, help="most points per timed run (one 8x8 tile)")
     parser.add_argument("--seconds", type=float, default=12.0, help="aim of each timed run (fewer points if slow)")
     parser.add_argument("--ref-points", type=int, default=2, help="points of the reference loop")
-    parser.add_argument("--budget", type=float, default=240.0,
-                        help="seconds after which optional configurations (fold_bn) are skipped")
+    parser.add_argument("--budget", type=float, default=300.0,
+                        help="seconds after which optional configurations are skipped")
     parser.add_argument("--deadline", type=float, default=450.0,
                         help="seconds after which no configuration starts (the JSON keeps what was done)")
     parser.add_argument("--only", choices=["resnet56", "mlp_3x9000"], help="one workload only")
@@ -147,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{flops_point / 1e12:.2f} TFLOP per point")
         few = coords[:max(2, min(8, len(coords)))]
         late = lambda: time.perf_counter() - t_start > args.deadline  # noqa: E731
+        whole = {"batch_size": len(w["split"]), "cuda_graph": False}  # one batch per point, launched: the old path
         for label, kw, pts in (("bf16", {"precision": "bf16"}, coords),
-                               ("fp32 eager", {"precision": "fp32", "compile": False}, few)):
+                               ("fp32 eager", {"precision": "fp32", "compile": False, **whole}, few)):
             if late():
                 log(f"  {w['name']} {label}: skipped (--deadline {args.deadline:.0f} s)")
                 continue
@@ -174,16 +176,21 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    # optional, while time is left: BatchNorm folded into the convolutions (one more compile)
-    for w, case, state, dirs, coords, flops_point in prepared:
-        if w["name"] != "resnet56":
-            continue
-        if time.perf_counter() - t_start > min(args.budget, args.deadline):
-            log(f"  {w['name']} bf16 fold_bn: skipped (time budget --budget {args.budget:.0f} s)")
-            continue
-        case["configs"].append(run_config(w, "bf16 fold_bn", {"precision": "bf16", "fold_bn": True}, state, dirs,
-                                          coords, device, flops_point, peak, args.seconds, log))
-        write_json(record, name)
+    # optional, while time is left: what the tuned path gains over one launched batch per point (the path
+    # of the first H200 run), BatchNorm folded into the convolutions, max-autotune kernels
+    optional = [("bf16 one batch, no graph", lambda w: {"batch_size": len(w["split"]), "cuda_graph": False}, None),
+                ("bf16 fold_bn", lambda w: {"fold_bn": True}, "resnet56"),
+                ("bf16 max-autotune", lambda w: {"compile_mode": "max-autotune-no-cudagraphs"}, None)]
+    for label, extra, only in optional:
+        for w, case, state, dirs, coords, flops_point in prepared:
+            if only and w["name"] != only:
+                continue
+            if time.perf_counter() - t_start > min(args.budget, args.deadline):
+                log(f"  {w['name']} {label}: skipped (time budget --budget {args.budget:.0f} s)")
+                continue
+            case["configs"].append(run_config(w, label, {"precision": "bf16", **extra(w)}, state, dirs,
+                                              coords, device, flops_point, peak, args.seconds, log))
+            write_json(record, name)
 
     for case in record["cases"]:
         ok = {c["config"]: c for c in case["configs"] if "error" not in c}

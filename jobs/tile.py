@@ -15,7 +15,8 @@ from typing import Callable, Iterable
 import torch
 
 from landscape import checkpoint, data, surface
-from landscape.evaluate import Evaluator, tune_cpu_malloc
+from landscape.evaluate import TRISTATES, Evaluator
+from landscape.hardware import tune_cpu_malloc
 from landscape.spec import instantiate
 
 from .run import RunDir
@@ -55,12 +56,16 @@ def build_evaluator(run: RunDir, device: torch.device | None = None) -> Evaluato
     splits = {s: dataset.split(s) for s in (("train", "test") if split == "both" else (split,))}
     if cfg["data"].get("subset"):  # quick look: a fixed seeded subset, marked approximate by the reducer
         splits = {s: data.subset(v, int(cfg["data"]["subset"]), cfg.get("seed", 0)) for s, v in splits.items()}
-    ev = cfg["eval"]
-    options = {k: ev[k] for k in ("mode", "points_per_batch", "compile", "fold_bn", "channels_last", "stream",
-                                  "precision_check") if k in ev}
     return Evaluator(model, origin, run.load_directions(names), splits, dataset.num_classes,
-                     loss=cfg["loss"], precision=cfg["precision"], batch_size=ev["batch_size"],
-                     device=device, cache_dir=run.path / "cache", **options)
+                     device=device, cache_dir=run.path / "cache", precision_check=cfg["eval"]["precision_check"],
+                     **engine_options(cfg))
+
+
+def engine_options(cfg: dict) -> dict:
+    """The Evaluator's options from a run's config (what `check_options` checks)."""
+    ev = cfg["eval"]
+    keys = ("mode", "points_per_batch", "batch_size", "compile_mode") + TRISTATES
+    return {"loss": cfg["loss"], "precision": cfg["precision"], **{k: ev[k] for k in keys if k in ev}}
 
 
 def _terminate_cleanly(signum, frame):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .data import Data, Split
-from .evaluate import loss_sum
+from .sums import loss_sum
 
 
 @dataclass

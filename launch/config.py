@@ -15,8 +15,13 @@ from landscape.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Keys that never change a value on the surface: they may differ between a run and its resume.
-# eval.stream / points_per_batch are bitwise-neutral in fp32 (tests/test_engine.py); precision_check only adds a figure.
-VOLATILE = ("launcher", "plot", "run", "eval.device", "eval.stream", "eval.points_per_batch", "eval.precision_check")
+# eval.stream / points_per_batch / cuda_graph are bitwise-neutral in fp32 (tests/test_engine.py; a captured
+# pass replays the same kernels and is checked against the plain one); precision_check only adds a figure.
+VOLATILE = ("launcher", "plot", "run", "eval.device", "eval.stream", "eval.points_per_batch", "eval.precision_check",
+            "eval.cuda_graph")
+# Value-changing keys added after runs existed, at the value that behaves as before the key did: left out
+# of the fingerprint, so a run made by an older version still resumes.
+NEUTRAL = {"eval.compile_mode": "default"}
 
 
 def load(name: str, overrides: list[str]) -> dict[str, Any]:
@@ -61,7 +66,7 @@ def volatile(key: str) -> bool:
 
 def value_keys(cfg: dict[str, Any]) -> dict[str, Any]:
     """The flattened settings that change values on the surface."""
-    return {k: v for k, v in _flatten(cfg).items() if not volatile(k)}
+    return {k: v for k, v in _flatten(cfg).items() if not volatile(k) and not (k in NEUTRAL and NEUTRAL[k] == v)}
 
 
 def file_digest(path: str | Path) -> str:

@@ -15,11 +15,13 @@ import yaml
 import landscape
 from landscape import checkpoint, data, directions
 from landscape.errors import UserError
-from landscape.evaluate import check_fits
+from landscape.evaluate import check_options
 from landscape.grid import make_grid, make_tiles
 from landscape.spec import instantiate
+from landscape.sums import check_fits
 
 from jobs.run import RunDir, checkpoint_epoch
+from jobs.tile import engine_options
 from . import config
 
 DEFAULT_RANGE = {"random": [-1.0, 1.0], "line": [0.0, 1.0]}  # line: past a=1 BN variances extrapolate below 0
@@ -92,6 +94,7 @@ def prepare(cfg: dict[str, Any], overrides: list[str], log=print) -> RunDir:
     kind = cfg["directions"]["kind"]
     g = cfg["grid"]
     make_tiles(make_grid(g["dims"] or 2, g["resolution"], g["range"] or [-1.0, 1.0]), g["tile"])  # fail early
+    check_options(**engine_options(cfg))
     files = input_files(cfg)
     model = instantiate(cfg["model"])
     state = checkpoint.load_into(model, cfg["checkpoint"], cfg["model"].get("name", "model"))

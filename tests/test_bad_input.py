@@ -35,6 +35,8 @@ CASES = {
     "pca with two checkpoints": (["directions=pca", "directions.checkpoints=[{a},{b}]"], "at least 3 checkpoints"),
     "checkpoint of another architecture": (["checkpoint={resnet}"], "does not fit digits_cnn"),
     "missing required setting": (["directions=line"], "directions.start"),
+    "unknown engine mode": (["eval.mode=fast"], "eval.mode 'fast' is unknown"),
+    "engine switch neither true nor false": (["eval.cuda_graph=maybe"], "eval.cuda_graph is 'maybe'"),
 }
 
 

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape import data, directions
-from landscape.evaluate import Evaluator, point_sums, tune_cpu_malloc
+from landscape.evaluate import Evaluator
+from landscape.hardware import tune_cpu_malloc
+from landscape.sums import point_sums
 from landscape.models import digits_cnn, mlp
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -365,6 +367,25 @@ def test_cpu_malloc_keeps_large_blocks():
     assert scope["faults"] < 12288 * 1.5, scope  # the first touch only
 
 
+def test_cuda_graph_and_batch_timing_stay_off_on_cpu(digits, tmp_path):
+    state, dirs = _setup(CNN)
+    ref, _ = _eval(CNN, state, dirs, digits, **PLAIN)
+    out, ev = _eval(CNN, state, dirs, digits, cuda_graph=True, cache_dir=tmp_path, **PLAIN)
+    assert not ev.use_graph and "batch_decision" not in ev.info and ev.batch_size == 400
+    _equal(out, ref)
+
+
+def test_bad_engine_options_name_the_key():
+    from landscape.errors import UserError
+    from landscape.evaluate import check_options
+    assert check_options(cuda_graph=True)["cuda_graph"] == "true"
+    for kw, words in [({"mode": "fast"}, "eval.mode 'fast'"), ({"cuda_graph": "maybe"}, "eval.cuda_graph is"),
+                      ({"batch_size": 0}, "eval.batch_size is 0"), ({"batch_size": 2.5}, "eval.batch_size is 2.5"),
+                      ({"compile_mode": "reduce-overhead"}, "eval.compile_mode"), ({"precision": "fp8"}, "fp8")]:
+        with pytest.raises(UserError, match=words):
+            check_options(**kw)
+
+
 # ----------------------------------------------------------------------------- GPU only
 
 @cuda
@@ -391,12 +412,33 @@ def test_gpu_streaming_matches_resident(digits):
 
 
 @cuda
-def test_gpu_batch_size_by_memory_is_cached(digits, tmp_path):
+def test_gpu_batch_size_and_graph_are_timed_and_cached(digits, tmp_path):
     state, dirs = _setup(CNN)
     ev = Evaluator(CNN(), state, dirs, digits, 10, device="cuda", compile=False, cache_dir=tmp_path)
-    assert ev.batch_size == max(len(s) for s in digits.values())  # tiny split: the whole of it fits
+    largest = max(len(s) for s in digits.values())  # tiny split: the whole of it fits
+    assert set(ev.info["batch_decision"]) == {"512", "512g", str(largest), f"{largest}g"}
+    assert ev.batch_size in (512, largest)
     (cached,) = tmp_path.glob("engine-*.json")
-    assert json.loads(cached.read_text())["batch_size"] == ev.batch_size
+    record = json.loads(cached.read_text())
+    assert (record["batch_size"], record["cuda_graph"]) == (ev.batch_size, ev.use_graph)
+    again = Evaluator(CNN(), state, dirs, digits, 10, device="cuda", compile=False, cache_dir=tmp_path)
+    assert (again.batch_size, again.use_graph) == (ev.batch_size, ev.use_graph)
+    assert "batch_decision" not in again.info  # read from the cache, not timed again
+
+
+@cuda
+@pytest.mark.parametrize("compiled", [False, True])
+def test_gpu_cuda_graph_replays_the_plain_pass(digits, compiled):
+    """One captured pass per point, replayed at every point: the same values as launching it."""
+    state, dirs = _setup(CNN)
+    kw = {"device": "cuda", "batch_size": 128, "compile": compiled}  # 400 samples: 3 full batches, 1 partial
+    plain, _ = _eval(CNN, state, dirs, digits, cuda_graph=False, **kw)
+    graphed, ev = _eval(CNN, state, dirs, digits, cuda_graph=True, **kw)
+    assert ev.use_graph and "graph_fallback" not in ev.info and any(ev._graphs.values())
+    _equal(graphed, plain)
+    bf, ev = _eval(CNN, state, dirs, digits, cuda_graph=True, precision="bf16", **kw)
+    assert ev.use_graph and "graph_fallback" not in ev.info
+    np.testing.assert_allclose(bf["train_loss"], plain["train_loss"], rtol=0.05)
 
 
 @cuda

@@ -1,0 +1,51 @@
+"""Loss sums and correct counts of a batch, for one or many points; the data-fits-the-model check."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import Split
+from .errors import UserError
+
+LOSSES = ("cross_entropy", "mse", "mae")
+
+
+def loss_sum(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool) -> tuple[torch.Tensor, int]:
+    """Sum of the per-element loss (fp32) over one batch and the number of elements it averages over."""
+    return point_sums(out[None], y, loss, classify)[0, 0], y.shape[0] if loss == "cross_entropy" else out.numel()
+
+
+def check_fits(model: nn.Module, split: Split, num_classes: int) -> None:
+    """Run two samples through the model: a clear error if the data's shape or classes do not fit."""
+    head = replace(split, x=split.x[:2], y=split.y[:2]).to(next(model.parameters()).device)  # streamed: x on host
+    try:
+        with torch.inference_mode():
+            out = model.eval()(head.inputs(0, 2))
+    except RuntimeError as err:
+        raise UserError(f"data of shape {tuple(split.x.shape[1:])} does not fit the model: "
+                        f"{str(err).splitlines()[0]}") from err
+    if num_classes > 0 and (out.dim() != 2 or out.shape[1] != num_classes):
+        raise UserError(f"the model outputs shape {tuple(out.shape[1:])} but the data have "
+                        f"{num_classes} classes: set the model's num_classes to match")
+
+def point_sums(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool) -> torch.Tensor:
+    """(P, 2) fp32 [loss sum, correct count] of outputs `out` (P, B, ...) against targets `y` (B, ...)."""
+    out = out.float()  # fp16/bf16 logits to fp32 before any reduction
+    p = out.shape[0]
+    if loss == "cross_entropy":
+        if not classify:
+            raise UserError("loss cross_entropy needs class labels; use loss=mse or loss=mae for regression")
+        picked = out.gather(-1, y.view(1, -1, 1).expand(p, -1, 1)).squeeze(-1)
+        total = (torch.logsumexp(out, -1) - picked).sum(1)
+    else:
+        if classify:  # Li et al.: softmax probabilities against one-hot targets
+            target = F.one_hot(y, out.shape[-1]).to(out.dtype)
+            diff = out.softmax(-1) - target
+        else:
+            diff = out - y.reshape(out.shape[1:])
+        total = (diff.square() if loss == "mse" else diff.abs()).flatten(1).sum(1)
+    correct = (out.argmax(-1) == y).flatten(1).sum(1).float() if classify else torch.zeros_like(total)
+    return torch.stack([total, correct], 1)
