@@ -59,6 +59,9 @@ def reduce(run_dir: str | Path) -> Reduced:
     if checks:  # bf16/fp16: the largest relative loss difference from fp32 over the checked points
         attrs["precision_check"] = float(np.nanmax(checks)) if not np.isnan(checks).all() else float("nan")
         attrs["precision_check_tiles"] = len(checks)
+    made_by = surface.provenance([v["_meta"] for v in values.values()])
+    if made_by:  # more than one entry: values agree to fp32 rounding across them, not bitwise
+        attrs["computed_on"] = "; ".join(f"{k}: {n} tiles" for k, n in made_by.items())
     if cfg["data"].get("subset"):
         attrs["approximate_subset"] = int(cfg["data"]["subset"])
     if not any(k.endswith("_loss") for k in arrays):  # nothing computed yet: still a valid, empty file

@@ -45,12 +45,15 @@ from .directions import Directions
 from .errors import UserError
 from .flat import FlatLayout
 from .graphs import PointGraph
-from .hardware import backend_flags
+from .hardware import backend_flags, device_name
 from .stream import Stream
 from .sums import LOSSES, check_fits, point_sums
 
 log = logging.getLogger(__name__)
 
+# Bumped whenever the fp32 arithmetic of a point changes (tiles record it; landscape-status flags a mix):
+# 1 moved weights with add(alpha=a), 2 with addcmul on device coordinates (CUDA graphs replay them).
+ENGINE_VERSION = 2
 PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("auto", "loop", "vmap")
 TRISTATES = ("compile", "channels_last", "stream", "fold_bn", "cuda_graph")  # auto | true | false each
@@ -208,7 +211,7 @@ class Evaluator(EngineChoices):
             self.use_compile = self._choose_compile(opts["compile"], cached)
             self._tune_cuda(opts["cuda_graph"], cached)
         self._write_cache()
-        self.info.update({"mode": self.mode, "points_per_batch": self.points, "batch_size": self.batch_size,
+        self.info.update({"version": ENGINE_VERSION, "device_name": device_name(self.device), "mode": self.mode, "points_per_batch": self.points, "batch_size": self.batch_size,
                           "compile": self.use_compile, "cuda_graph": self.use_graph,
                           "fold_bn": self.folder is not None,
                           "channels_last": self.channels_last, "stream": self.stream,

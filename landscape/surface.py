@@ -109,3 +109,12 @@ def write_surface(path: Path, grid: Grid, arrays: Mapping[str, np.ndarray], dir_
         f.attrs["points_done"] = int(arrays["done"].sum())
         f.attrs["points_nonfinite"] = int((arrays["done"] & ~finite).sum())
         f.attrs.update(dict(attrs))
+
+
+def provenance(metas: list[Mapping[str, Any]]) -> dict[str, int]:
+    """Tiles per `device (engine N)`: fp32 values are bitwise reproducible within one of these only."""
+    out: dict[str, int] = {}
+    for m in metas:
+        key = f"{m.get('engine_device_name', m.get('device', '?'))} (engine {int(m.get('engine_version', 1))})"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))

@@ -9,6 +9,8 @@ from importlib import import_module
 from pathlib import Path
 
 from jobs.run import RunDir
+from landscape import surface
+
 from .backends import arrays
 from .cli import user_errors
 
@@ -82,6 +84,10 @@ def summary(run: RunDir) -> str:
     if checks:
         lines.append(f"precision check: {cfg.get('precision')} vs fp32, largest relative loss difference "
                      f"{max(checks):.2e} over {len(checks)} tiles")
+    made_by = surface.provenance(metas)
+    if len(made_by) > 1:
+        lines.append("computed on: " + "; ".join(f"{k}: {n} tiles" for k, n in made_by.items())
+                     + " (values agree to rounding across these, not bitwise)")
     if run.surface_file.is_file():
         lines.append(f"surface: {run.surface_file}")
     return "\n".join(lines)

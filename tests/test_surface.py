@@ -156,6 +156,23 @@ def test_run_of_an_older_version_without_newer_engine_keys_resumes(one_tile, bas
     assert out.returncode == 2 and "eval.compile_mode: <unset> -> max-autotune-no-cudagraphs" in out.stderr
 
 
+def test_tiles_from_another_device_or_engine_are_named(base_args, tmp_path):
+    """Tiles agree bitwise only within one device kind and engine version: a mix is shown, not hidden."""
+    run = tmp_path / "mixed"
+    cli("landscape-surface", *base_args, *GRID, "grid.tile=4", f"run.dir={run}")
+    status = cli("landscape-status", run).stdout
+    assert "computed on" not in status  # one device, one engine
+    with h5py.File(run / "surface.h5", "r") as f:
+        assert f.attrs["computed_on"] == "cpu (engine 2): 6 tiles"
+    with h5py.File(sorted((run / "tiles").glob("*.h5"))[0], "a") as f:
+        f.attrs["engine_device_name"], f.attrs["engine_version"] = "NVIDIA_H100_80GB_HBM3", 1
+    status = cli("landscape-status", run).stdout
+    assert "computed on: NVIDIA_H100_80GB_HBM3 (engine 1): 1 tiles; cpu (engine 2): 5 tiles" in status
+    cli("landscape-surface", *base_args, *GRID, "grid.tile=4", f"run.dir={run}")  # nothing to compute: reduces
+    with h5py.File(run / "surface.h5", "r") as f:
+        assert f.attrs["computed_on"] == "NVIDIA_H100_80GB_HBM3 (engine 1): 1 tiles; cpu (engine 2): 5 tiles"
+
+
 def test_status_and_replot(one_tile):
     status = cli("landscape-status", one_tile).stdout
     assert "1 done" in status and "0 missing" in status and "points/s" in status
