@@ -5,8 +5,8 @@ Two workloads of the thesis, on synthetic data of the real shapes:
 - the MLP 942 -> 3x9000 -> 4759 (TAAF activations, as in the thesis) on 52,407 samples.
 For each: points/s, samples/s, achieved TFLOP/s (forward FLOPs counted with
 torch.utils.flop_counter) and their fraction of the device's dense bf16 peak, the projected time of
-a 200x200 surface, Li et al.'s reference loop side by side on fewer points, and the fp32-vs-bf16
-difference. Few points per configuration, extrapolated; compile warm-up is timed apart.
+a 200x200 surface on one GPU (setup and warm-up included), Li et al.'s reference loop side by side
+on fewer points, and the fp32-vs-bf16 difference. Few points per configuration, extrapolated; compile warm-up is timed apart.
 Writes JSON to $OUT (if set) or bench/results/, and prints a table.
 `--smoke` runs tiny sizes (on CPU too) to check that the script works.
 """
@@ -82,7 +82,8 @@ def run_config(w: dict, label: str, kwargs: dict, state: dict, dirs, coords: np.
                 "points_per_s": 1 / per_point, "samples_per_s": len(w["split"]) / per_point,
                 "tflops": flops_point / per_point / 1e12,
                 "peak_fraction": (flops_point / per_point / 1e12 / peak) if peak else None,
-                "projected_200x200_min": GRID_POINTS * per_point / 60,
+                # one worker: its setup (choices timed, compiles) and warm-up, then every point
+                "projected_200x200_min": (rec["setup_s"] + t_warm + GRID_POINTS * per_point) / 60,
                 "losses": vals["train_loss"].tolist(), "engine": dict(ev.info),
                 "precision_check": ev.last_info.get("precision_check")}
         if device.type == "cuda":

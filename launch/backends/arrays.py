@@ -20,6 +20,7 @@ from jobs.tile import run_tiles
 from landscape.errors import UserError
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "READY", "CONFIGURING", "SUSPENDED", "QUEUED"}
+FAILED = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 RECORDS = "submissions.jsonl"
 
 
@@ -110,11 +111,33 @@ def wait(run: RunDir, jobs: list[submitit.Job], tile_ids: list[int], poll_s: flo
         if not pending or all(j.done() for j in jobs) or time.time() - last_move > stall_s:
             break
         time.sleep(poll_s)
+    if pending:  # the scheduler's last word can precede the last tile file on a shared filesystem
+        time.sleep(poll_s)
+        for tid in [t for t in pending if run.tile_file(run.tiles[t]).exists()]:
+            pending.discard(tid)
+            bar.update(points[tid])
     bar.close()
-    failed = [f"{j.job_id} {j.state}" for j in jobs if j.done() and j.state.split()[0].upper() != "COMPLETED"]
-    if pending or failed:
+    failed = [f"{j.job_id} {'raised' if failure == 'error' else failure}" for j in jobs
+              for failure in [_failure(j)] if failure]
+    if failed:
         print(f"{len(failed)} array tasks failed ({', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}); "
               f"landscape-status {run.path} shows their logs")
+    elif pending:
+        print(f"{len(pending)} tiles were not written and no task reports a failure; "
+              f"landscape-status {run.path} shows what the scheduler says")
+
+
+def _failure(job: submitit.Job) -> str:
+    """'error' if the task raised (its own result file says so), a scheduler state that means it was
+    killed (CANCELLED, TIMEOUT, ...), else ''. sacct may lag the result file by a second or two."""
+    path = job.paths.result_pickle
+    if path.exists():
+        try:
+            return "error" if submitit.core.utils.pickle_load(path)[0] == "error" else ""
+        except Exception:  # noqa: BLE001 - a half-written result: the scheduler's word instead
+            pass
+    state = job.state.split()[0].upper()
+    return state if state in FAILED else ""
 
 
 def log_tail(entry: dict[str, Any], index: str, lines: int = 3) -> str:
