@@ -414,14 +414,15 @@ def test_gpu_streaming_matches_resident(digits):
 @cuda
 def test_gpu_batch_size_and_graph_are_timed_and_cached(digits, tmp_path):
     state, dirs = _setup(CNN)
-    ev = Evaluator(CNN(), state, dirs, digits, 10, device="cuda", compile=False, cache_dir=tmp_path)
-    largest = max(len(s) for s in digits.values())  # tiny split: the whole of it fits
-    assert set(ev.info["batch_decision"]) == {"512", "512g", str(largest), f"{largest}g"}
-    assert ev.batch_size in (512, largest)
+    splits = {"train": data.digits().train}  # 1438 samples: candidates 512 and the whole split
+    ev = Evaluator(CNN(), state, dirs, splits, 10, device="cuda", compile=False, cache_dir=tmp_path)
+    assert set(ev.info["batch_decision"]) == {"512", "512g", "1438", "1438g"}
+    assert all(t > 0 for t in ev.info["batch_decision"].values())
+    assert ev.batch_size in (512, 1438)
     (cached,) = tmp_path.glob("engine-*.json")
     record = json.loads(cached.read_text())
     assert (record["batch_size"], record["cuda_graph"]) == (ev.batch_size, ev.use_graph)
-    again = Evaluator(CNN(), state, dirs, digits, 10, device="cuda", compile=False, cache_dir=tmp_path)
+    again = Evaluator(CNN(), state, dirs, splits, 10, device="cuda", compile=False, cache_dir=tmp_path)
     assert (again.batch_size, again.use_graph) == (ev.batch_size, ev.use_graph)
     assert "batch_decision" not in again.info  # read from the cache, not timed again
 
