@@ -389,6 +389,7 @@ class Evaluator(EngineChoices):
         sums = torch.zeros(n + width, len(splits), 2, dtype=torch.float64, device=self.device)
         stream = self.stream if stream is None else stream
         splits = {k: _head(s, limit, self.device) for k, s in splits.items()} if limit else splits
+        cdev = self._on_device(coords)  # one copy per call: a host copy per batch would sync each time
 
         def accumulate(p0: int, si: int, xb: torch.Tensor, split: Split, start: int, stop: int) -> None:
             r = self._step(mode, xb, split.y[start:stop], split, eager=eager, points=width, dtype=dtype)
@@ -398,10 +399,9 @@ class Evaluator(EngineChoices):
             for si, split in enumerate(splits.values()):
                 for xb, start, stop in self._stream_of(split):
                     for p0, p1 in chunks:
-                        self._apply(coords[p0:p1], mode, points)
+                        self._apply(cdev[p0:p1], mode, points)
                         accumulate(p0, si, xb, split, start, stop)
         elif mode == "loop":
-            cdev = self._on_device(coords)
             graph = self._graph_for(splits) if self.use_graph and not eager and not limit and dtype == "run" else None
             for p in range(n):
                 if graph is not None:
@@ -410,7 +410,7 @@ class Evaluator(EngineChoices):
                     self._point_pass(cdev[p], sums[p], splits, eager=eager, dtype=dtype)
         else:
             for p0, p1 in chunks:
-                self._apply(coords[p0:p1], mode, points)
+                self._apply(cdev[p0:p1], mode, points)
                 for si, split in enumerate(splits.values()):
                     for xb, start, stop in self._batches(split, self.batch_size):
                         accumulate(p0, si, xb, split, start, stop)
