@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         late = lambda: time.perf_counter() - t_start > args.deadline  # noqa: E731
         whole = {"batch_size": len(w["split"]), "cuda_graph": False}  # one batch per point, launched: the old path
         for label, kw, pts in (("bf16", {"precision": "bf16"}, coords),
+                               ("bf16 one batch, no graph", {"precision": "bf16", **whole}, coords),
                                ("fp32 eager", {"precision": "fp32", "compile": False, **whole}, few)):
             if late():
                 log(f"  {w['name']} {label}: skipped (--deadline {args.deadline:.0f} s)")
@@ -177,10 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    # optional, while time is left: what the tuned path gains over one launched batch per point (the path
-    # of the first H200 run), BatchNorm folded into the convolutions, max-autotune kernels
-    optional = [("bf16 one batch, no graph", lambda w: {"batch_size": len(w["split"]), "cuda_graph": False}, None),
-                ("bf16 fold_bn", lambda w: {"fold_bn": True}, "resnet56"),
+    # optional, while time is left: BatchNorm folded into the convolutions, max-autotune kernels
+    optional = [("bf16 fold_bn", lambda w: {"fold_bn": True}, "resnet56"),
                 ("bf16 max-autotune", lambda w: {"compile_mode": "max-autotune-no-cudagraphs"}, None)]
     for label, extra, only in optional:
         for w, case, state, dirs, coords, flops_point in prepared:
