@@ -176,6 +176,8 @@ def test_tiles_from_another_device_or_engine_are_named(base_args, tmp_path):
 def test_status_and_replot(one_tile):
     status = cli("landscape-status", one_tile).stdout
     assert "1 done" in status and "0 missing" in status and "points/s" in status
+    # the engine's choices as the tile recorded them: CPU, digits CNN, 1438 training images
+    assert "engine: cpu, loop, batch 1024, eager, BatchNorm folded, channels_last\n" in status
     before = (one_tile / "plots" / "train_loss_contour.png").read_bytes()
     cli("landscape-plot", one_tile, "plot.log_scale=true", "plot.clip=5")
     assert (one_tile / "plots" / "train_loss_contour.png").read_bytes() != before
