@@ -393,7 +393,7 @@ def test_gpu_fast_paths_match_fp32_loop(digits):
     state, dirs = _setup(CNN)
     ref, _ = _eval(CNN, state, dirs, digits, device="cpu", **PLAIN)
     plain, ev = _eval(CNN, state, dirs, digits, device="cuda", **PLAIN)
-    assert ev.folder is None  # fold_bn auto stays off on CUDA
+    assert ev.folder is None  # PLAIN: unfolded
     _close(plain, ref)
     fast, ev = _eval(CNN, state, dirs, digits, device="cuda", mode="loop", compile=True, fold_bn=True)
     assert ev.channels_last and ev.use_compile
