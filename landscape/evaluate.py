@@ -235,12 +235,12 @@ class Evaluator(EngineChoices):
         return torch.as_tensor(np.asarray(coords, dtype=np.float32)).to(self.device)
 
     def _set_row(self, params: torch.Tensor, buffers: torch.Tensor | None, c: torch.Tensor) -> None:
-        """theta0 + c0 d1 (+ c1 d2) into `params`; the coordinates are a device tensor (D,)."""
-        torch.addcmul(self.theta0, self.d[0], c[0:1], out=params)
+        """theta0 + c0 d1 (+ c1 d2) into `params` (N,) or (P, N), from device coordinates (D,) or (P, D)."""
+        torch.addcmul(self.theta0, self.d[0], c[..., 0:1], out=params)
         if len(self.d) > 1:
-            params.addcmul_(self.d[1], c[1:2])
+            params.addcmul_(self.d[1], c[..., 1:2])
         if buffers is not None:
-            torch.addcmul(self.bbase, self.bstep, c[0:1], out=buffers)
+            torch.addcmul(self.bbase, self.bstep, c[..., 0:1], out=buffers)
 
     def _apply(self, coords: np.ndarray | torch.Tensor, mode: str, points: int = 1) -> None:
         """Loop: move the model to coords[0]. vmap: fill the (P, N) weights of up to P points (padded)."""
@@ -249,9 +249,9 @@ class Evaluator(EngineChoices):
             self.set_point(coords[0])
             return
         st = self._vmap_buffers(points)
-        for i in range(points):
-            c = coords[min(i, len(coords) - 1)]  # a short last chunk repeats its last point
-            self._set_row(st["W"][i], st["B"][i] if st["B"] is not None else None, c)
+        if len(coords) < points:  # a short last chunk repeats its last point
+            coords = torch.cat([coords, coords[-1:].expand(points - len(coords), -1)])
+        self._set_row(st["W"], st["B"], coords)  # all P points in one op per direction
         if self.folder:
             buffers = st["B"] if st["B"] is not None else self.bflat[None]
             self.folder.fold(st["W"], buffers, st["FW"], st["FB"])
