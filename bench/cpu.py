@@ -155,6 +155,38 @@ def mode_probe(log) -> list[dict]:
     return out
 
 
+def compile_effect(models: list[tuple], reps: int, log) -> list[dict]:
+    """torch.compile on this CPU (inductor's C++ backend) against eager: setup, and the median of paired,
+    interleaved per-point timings (this machine is shared: one-off timings move by 30%)."""
+    out = []
+    for name, make, split, num_classes, npts in models:
+        torch.manual_seed(0)
+        model = make()
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        names = [n for n, _ in model.named_parameters()]
+        dirs = directions.random_directions(names, [state[n] for n in names], 2, "filter", "biasbn", 0)
+        coords = np.stack([np.linspace(-1, 1, npts), np.zeros(npts)], 1)
+        evs, setup = {}, {}
+        for compiled in (False, True):
+            t0 = time.perf_counter()
+            evs[compiled] = Evaluator(make(), state, dirs, {"train": split}, num_classes, mode="loop",
+                                      compile=compiled)
+            evs[compiled].evaluate(coords[:2])  # compiles here
+            setup[compiled] = time.perf_counter() - t0
+        ratios, per = [], {False: [], True: []}
+        for _ in range(reps):
+            for compiled in (False, True):
+                per[compiled].append(timed(lambda: evs[compiled].evaluate(coords), CPU)[0] / npts)
+            ratios.append(per[False][-1] / per[True][-1])
+        rec = {"model": name, "speedup": float(np.median(ratios)), "ratios": ratios, "setup_s": setup[True],
+               "eager_per_point_s": float(np.median(per[False])), "compiled_per_point_s": float(np.median(per[True]))}
+        log(f"  {name}: torch.compile {rec['compiled_per_point_s'] * 1e3:.1f} ms/point after {rec['setup_s']:.0f} s "
+            f"of setup, eager {rec['eager_per_point_s'] * 1e3:.1f} ms/point: {rec['speedup']:.2f}x "
+            f"(per repeat {' '.join(f'{r:.2f}' for r in ratios)})")
+        out.append(rec)
+    return out
+
+
 def malloc_effect(reps: int, log) -> dict:
     """ResNet-20 forward over 512 CIFAR-shaped images at batch 512, glibc default vs tuned (fresh processes)."""
     out = {}
@@ -184,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads (default 1: what each of `launcher.workers=2` gets on a 2-core "
                              "machine, and stable on a shared one)")
     parser.add_argument("--quick", action="store_true", help="fewer points and repeats (a smoke run)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile on this CPU (adds about a minute; eval.compile auto is CUDA only)")
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.points = 1, 2
@@ -201,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
              case("resnet20", resnet20, cifar.train, 10, args.points, args.reps, 2, (4,), log)]
     probe = mode_probe(log)
     malloc = malloc_effect(2 if args.quick else 4, log)
+    compiled = compile_effect([("digits_cnn", digits_cnn, digits.train, 10, args.points * 2),
+                               ("resnet20", resnet20, cifar.train, 10, max(2, args.points // 2))],
+                              args.reps, log) if args.compile else None
     record = {"environment": environment(CPU) | {"loadavg_1min_at_start": load0}, "cases": cases,
-              "vmap_probe": probe, "malloc": malloc,
+              "vmap_probe": probe, "malloc": malloc, "compile": compiled,
               "seconds": time.perf_counter() - t0}
     path = write_json(record, f"cpu-{time.strftime('%Y%m%d-%H%M%S')}.json")
     rows = [{**c, "forward_ms": c["forward_s"] * 1e3, "point_ms": c["per_point_s"] * 1e3,
@@ -218,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                        ("vmap4", "vmap4 x", ".2f")]))
     print(f"malloc tuning (ResNet-20, 512 images, batch 512): {malloc['speedup']:.2f}x; "
           "auto mode on MLPs: " + ", ".join(f"{p['model']} -> {p['chosen']} x{p['points_per_batch']}" for p in probe))
+    if compiled:
+        print("torch.compile on this CPU: " + ", ".join(
+            f"{c['model']} {c['speedup']:.2f}x after {c['setup_s']:.0f} s" for c in compiled))
     print(f"results: {path}  ({time.perf_counter() - t0:.0f} s)")
     print(f"engine efficiency: {min(c['efficiency'] for c in cases):.3f}")
     return 0
