@@ -13,6 +13,8 @@ How a point is computed (see DESIGN.md, "The evaluation engine", and BENCHMARKS.
   gather/multiply ops, whatever the depth of the network (`bnfold.py`);
 - `channels_last` for 2D convnets (auto: on, CPU and CUDA); `torch.compile` (auto: CUDA only, kept
   where it beats eager on a full batch, eager fallback on any compiler failure);
+- on CUDA in loop mode, the batch size and whether a point's whole pass runs as one captured CUDA
+  graph (`graphs.py`) are timed per sample once per run (`choices.py`);
 - the split stays on the device (uint8 images normalised per batch; on CPU normalised once) or is
   streamed through two device buffers filled on a side CUDA stream when it does not fit (each
   streamed batch then serves every point of the tile; `stream.py`);
@@ -104,9 +106,10 @@ class Evaluator(EngineChoices):
 
     Keyword options (all with defaults; `conf/surface.yaml` `eval.*` documents them):
     mode auto|loop|vmap, points_per_batch (vmap: points per forward), compile auto|true|false,
-    fold_bn auto|true|false, channels_last auto|true|false, stream auto|true|false, precision_check
-    (points per `evaluate` call also computed in fp32, bf16/fp16 only), cache_dir (where choices
-    are cached per device name).
+    fold_bn auto|true|false, channels_last auto|true|false, stream auto|true|false, cuda_graph
+    auto|true|false, compile_mode default|max-autotune-no-cudagraphs, precision_check (points per
+    `evaluate` call also computed in fp32, bf16/fp16 only), cache_dir (where choices are cached per
+    device name). `check_options` checks them.
     """
 
     def __init__(self, model: nn.Module, origin: StateDict, directions: Directions,
