@@ -19,9 +19,10 @@ class PointGraph:
 
     Everything `run` touches must keep its address between replays: the flat weight vectors and
     the device-resident splits do; what it allocates comes from the graph's private pool. The
-    warm-up runs at `check_at` (every coordinate), the capture at 0, and a replay at `check_at`
-    must give the warm-up's sums: a graph that baked in its coordinate or missed a kernel fails here
-    (RuntimeError), and the caller runs the plain pass instead.
+    check: the warm-up runs at `check_at` (every coordinate); the capture holds NaN coordinates; a
+    launched pass at NaN leaves NaN weights; then a replay at `check_at` must give the warm-up's
+    sums. A graph that kept the capture's coordinate, or does not move the weights itself, gives NaN
+    or other sums, however flat the loss is there: RuntimeError, and the caller runs the plain pass.
     """
 
     def __init__(self, run: PassFn, ndim: int, nsplits: int, device: torch.device, *,
@@ -33,18 +34,11 @@ class PointGraph:
             self.out.zero_()
             run(self.coord, self.out)
 
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            body()  # compiles and cudnn autotuning happen here, never inside the capture
-        torch.cuda.current_stream(device).wait_stream(side)
+        self._warm_up(body, device)  # compiles and cudnn autotuning happen here, never inside the capture
         expected = self.out.clone()
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()  # the warm-up's cached activations: the capture needs that memory again
-        self.coord.zero_()
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            body()
+        self.coord.fill_(float("nan"))  # a graph holding the capture's coordinate would replay NaN
+        self._capture(body, device)
+        run(self.coord, torch.zeros_like(expected))  # launched at NaN: NaN weights unless a replay moves them
         got = torch.zeros_like(expected)
         self(torch.full_like(self.coord, check_at), got)
         diff = ((got - expected).abs() / expected.abs().clamp_min(1e-30)).max().item()
@@ -55,5 +49,24 @@ class PointGraph:
     def __call__(self, coord: torch.Tensor, out: torch.Tensor) -> None:
         """Add the sums at `coord` (D,) to `out` (S, 2), all on the device, in stream order."""
         self.coord.copy_(coord)
-        self.graph.replay()
+        self._replay()
         out += self.out
+
+    # the CUDA parts (tests/test_engine.py replaces only these to run the rest on a CPU)
+
+    def _warm_up(self, body: Callable[[], None], device: torch.device) -> None:
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            body()
+        torch.cuda.current_stream(device).wait_stream(side)
+
+    def _capture(self, body: Callable[[], None], device: torch.device) -> None:
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()  # the warm-up's cached activations: the capture needs that memory again
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            body()
+
+    def _replay(self) -> None:
+        self.graph.replay()

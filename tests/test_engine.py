@@ -15,6 +15,7 @@ from torch import nn
 
 from landscape import data, directions
 from landscape.evaluate import Evaluator
+from landscape.graphs import PointGraph
 from landscape.hardware import tune_cpu_malloc
 from landscape.sums import point_sums
 from landscape.models import digits_cnn, mlp
@@ -373,6 +374,53 @@ def test_cuda_graph_and_batch_timing_stay_off_on_cpu(digits, tmp_path):
     out, ev = _eval(CNN, state, dirs, digits, cuda_graph=True, cache_dir=tmp_path, **PLAIN)
     assert not ev.use_graph and "batch_decision" not in ev.info and ev.batch_size == 400
     _equal(out, ref)
+
+
+class _Rerun(PointGraph):
+    """A CPU stand-in for the three CUDA calls of PointGraph only: a 'capture' keeps the pass, a 'replay'
+    reruns it. Everything else (coordinates read at replay, sums added, the check) is the real code."""
+
+    def _warm_up(self, body, device):
+        body()
+
+    def _capture(self, body, device):
+        self.body = body
+
+    def _replay(self):
+        self.body()
+
+
+class _Baked(_Rerun):
+    """A broken graph: it replays the coordinate it was captured at, whatever the current one."""
+
+    def _capture(self, body, device):
+        self.body, self.at = body, self.coord.clone()
+
+    def _replay(self):
+        now = self.coord.clone()
+        self.coord.copy_(self.at)
+        self.body()
+        self.coord.copy_(now)
+
+
+@pytest.mark.parametrize("stand_in", [_Rerun, _Baked])
+def test_graph_plumbing_on_cpu(digits, monkeypatch, stand_in):
+    """The engine's graph path (one pass per point, sums added per replay, the capture check and the
+    fallback), with the CUDA calls replaced: equal to the plain pass, and a baked graph is refused."""
+    import landscape.evaluate as engine
+    state, dirs = _setup(CNN)
+    kw = dict(PLAIN, batch_size=128)  # 400 samples: 3 full batches and 1 partial
+    plain, _ = _eval(CNN, state, dirs, digits, **kw)
+    monkeypatch.setattr(engine, "PointGraph", stand_in)
+    ev = Evaluator(CNN(), state, dirs, digits, 10, **kw)
+    ev.use_graph = True  # CPU: the option is off; here the stand-in plays the GPU
+    out = ev.evaluate(COORDS)
+    _equal(out, plain)
+    if stand_in is _Rerun:
+        assert ev.use_graph and ev.info["graph_check"] == 0.0
+        assert isinstance(next(iter(ev._graphs.values())), _Rerun)
+    else:  # the check saw the baked coordinate; the run went on with the plain pass
+        assert not ev.use_graph and "differs from the launched pass" in ev.info["graph_fallback"]
 
 
 def test_bad_engine_options_name_the_key():
