@@ -259,6 +259,10 @@ class EngineChoices:
         if cached and "cuda_graph" in cached:
             self.use_graph = bool(cached["cuda_graph"])
             return
+        self._time_candidates(graph_option)
+
+    def _time_candidates(self, graph_option: str) -> None:
+        """Time each candidate batch (launched, and as a graph unless `false`); keep the fastest per sample."""
         fixed = self.options["batch_size"]
         largest = self.batch_size
         batches = [int(fixed)] if fixed else sorted({b for b in BATCH_CANDIDATES if b < largest} | {largest})

@@ -423,6 +423,27 @@ def test_graph_plumbing_on_cpu(digits, monkeypatch, stand_in):
         assert not ev.use_graph and "differs from the launched pass" in ev.info["graph_fallback"]
 
 
+def test_batch_and_graph_timing_on_cpu(monkeypatch):
+    """The GPU's batch/graph timing, run on CPU with the graph's CUDA calls stood in: every candidate
+    timed both ways, the fastest kept, and the surface it then computes equal to the plain one."""
+    import landscape.choices as choices
+    import landscape.evaluate as engine
+    monkeypatch.setattr(engine, "PointGraph", _Rerun)
+    monkeypatch.setattr(choices, "PointGraph", _Rerun)
+    state, dirs = _setup(CNN)
+    splits = {"train": data.digits().train}  # 1438 samples: candidates 512 and the whole split
+    plain, _ = _eval(CNN, state, dirs, splits, **PLAIN)
+    ev = Evaluator(CNN(), state, dirs, splits, 10, **PLAIN)
+    assert ev.batch_size == 1024 and "batch_decision" not in ev.info  # the CPU rule
+    ev.batch_size = 1438  # as the GPU's memory probe would find: the whole split fits
+    ev._time_candidates("auto")
+    times = ev.info["batch_decision"]
+    assert set(times) == {"512", "512g", "1438", "1438g"} and all(t > 0 for t in times.values())
+    best = min(times, key=times.get)
+    assert (ev.batch_size, ev.use_graph) == (int(best.rstrip("g")), best.endswith("g"))
+    _close(ev.evaluate(COORDS), plain)  # another batch size: equal to fp32 rounding, not bitwise
+
+
 def test_bad_engine_options_name_the_key():
     from landscape.errors import UserError
     from landscape.evaluate import check_options
