@@ -21,8 +21,9 @@ class PointGraph:
     the device-resident splits do; what it allocates comes from the graph's private pool. The
     check: the warm-up runs at `check_at` (every coordinate); the capture holds NaN coordinates; a
     launched pass at NaN leaves NaN weights; then a replay at `check_at` must give the warm-up's
-    sums. A graph that kept the capture's coordinate, or does not move the weights itself, gives NaN
-    or other sums, however flat the loss is there: RuntimeError, and the caller runs the plain pass.
+    sums. A graph that kept the capture's coordinate, does not move the weights itself, or runs
+    nothing gives NaN or other sums, however flat the loss is there: RuntimeError, and the caller
+    runs the plain pass.
     """
 
     def __init__(self, run: PassFn, ndim: int, nsplits: int, device: torch.device, *,
@@ -39,6 +40,7 @@ class PointGraph:
         self.coord.fill_(float("nan"))  # a graph holding the capture's coordinate would replay NaN
         self._capture(body, device)
         run(self.coord, torch.zeros_like(expected))  # launched at NaN: NaN weights unless a replay moves them
+        self.out.fill_(float("nan"))  # and a replay that runs nothing leaves NaN sums, not the warm-up's
         got = torch.zeros_like(expected)
         self(torch.full_like(self.coord, check_at), got)
         diff = ((got - expected).abs() / expected.abs().clamp_min(1e-30)).max().item()

@@ -403,7 +403,14 @@ class _Baked(_Rerun):
         self.coord.copy_(now)
 
 
-@pytest.mark.parametrize("stand_in", [_Rerun, _Baked])
+class _Empty(_Rerun):
+    """A broken graph that captured nothing: a replay runs no kernel at all."""
+
+    def _replay(self):
+        pass
+
+
+@pytest.mark.parametrize("stand_in", [_Rerun, _Baked, _Empty])
 def test_graph_plumbing_on_cpu(digits, monkeypatch, stand_in):
     """The engine's graph path (one pass per point, sums added per replay, the capture check and the
     fallback), with the CUDA calls replaced: equal to the plain pass, and a baked graph is refused."""
@@ -419,7 +426,7 @@ def test_graph_plumbing_on_cpu(digits, monkeypatch, stand_in):
     if stand_in is _Rerun:
         assert ev.use_graph and ev.info["graph_check"] == 0.0
         assert isinstance(next(iter(ev._graphs.values())), _Rerun)
-    else:  # the check saw the baked coordinate; the run went on with the plain pass
+    else:  # the check saw the broken replay; the run went on with the plain pass
         assert not ev.use_graph and "differs from the launched pass" in ev.info["graph_fallback"]
 
 
