@@ -267,6 +267,9 @@ class EngineChoices:
         largest = self.batch_size
         batches = [int(fixed)] if fixed else sorted({b for b in BATCH_CANDIDATES if b < largest} | {largest})
         graphs = {"true": [True], "false": [False], "auto": [False, True]}[graph_option]
+        if len(batches) == 1 and len(graphs) == 1:  # nothing to choose: no timing
+            self.batch_size, self.use_graph = batches[0], graphs[0]
+            return
         split = max(self.splits.values(), key=len)
         times: dict[str, float] = {}
         for batch in batches:
@@ -280,6 +283,10 @@ class EngineChoices:
                     log.info("batch %d%s not timed: %s", batch, " with a graph" if graph else "",
                              str(err).splitlines()[0][:200])
                     torch.cuda.empty_cache()
+        if not times and graphs == [True]:
+            log.warning("eval.cuda_graph=true: no pass could be captured on %s; running without graphs",
+                        device_name(self.device))
+            return self._time_candidates("false")
         if not times:
             raise RuntimeError(f"no batch size could be timed on {device_name(self.device)}")
         best = min(times, key=times.get)

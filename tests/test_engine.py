@@ -451,6 +451,21 @@ def test_batch_and_graph_timing_on_cpu(monkeypatch):
     _close(ev.evaluate(COORDS), plain)  # another batch size: equal to fp32 rounding, not bitwise
 
 
+def test_graphs_asked_for_but_not_capturable_fall_back_to_launching(monkeypatch):
+    import landscape.choices as choices
+
+    class Uncapturable(_Rerun):
+        def _capture(self, body, device):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(choices, "PointGraph", Uncapturable)
+    state, dirs = _setup(CNN)
+    ev = Evaluator(CNN(), state, dirs, {"train": data.digits().train}, 10, **PLAIN)
+    ev.batch_size = 1438
+    ev._time_candidates("true")
+    assert set(ev.info["batch_decision"]) == {"512", "1438"} and not ev.use_graph
+
+
 def test_bad_engine_options_name_the_key():
     from landscape.errors import UserError
     from landscape.evaluate import check_options
