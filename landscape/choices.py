@@ -63,9 +63,8 @@ class EngineChoices:
         path = self._cache_file()
         if path is None:
             return
-        record = {"mode": self.mode, "points_per_batch": self.points, "batch_size": self.batch_size,
-                  "compile": self.use_compile, "cuda_graph": self.use_graph, "device": device_name(self.device),
-                  "decision": self.info.get("mode_decision"), "batch_decision": self.info.get("batch_decision"), "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+        record = {**self._choices(), "device": device_name(self.device), "decision": self.info.get("mode_decision"),
+                  "batch_decision": self.info.get("batch_decision"), "written": time.strftime("%Y-%m-%d %H:%M:%S")}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -80,10 +79,14 @@ class EngineChoices:
         except (OSError, ValueError) as err:
             log.warning("cannot write the engine cache %s: %s", path, err)
             return
-        if (theirs.get("mode"), theirs.get("points_per_batch"), theirs.get("batch_size"), theirs.get("compile"),
-                bool(theirs.get("cuda_graph"))) != (self.mode, self.points, self.batch_size, self.use_compile,
-                                                     self.use_graph):
+        theirs_choices = {k: theirs.get(k) for k in self._choices()} | {"cuda_graph": bool(theirs.get("cuda_graph"))}
+        if theirs_choices != self._choices():
             self._apply_cached(theirs)  # another worker was first: use its choices
+
+    def _choices(self) -> dict[str, Any]:
+        """What the cache records and every worker of the run must share."""
+        return {"mode": self.mode, "points_per_batch": self.points, "batch_size": self.batch_size,
+                "compile": self.use_compile, "cuda_graph": self.use_graph}
 
     def _apply_cached(self, cached: Mapping[str, Any]) -> None:
         self.mode, self.points = cached["mode"], int(cached["points_per_batch"])
@@ -109,8 +112,11 @@ class EngineChoices:
         else:
             self._measure_modes(ppb)
 
+    def _largest_split(self) -> Split:
+        return max(self.splits.values(), key=len)
+
     def _probe_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, Split]:
-        split = max(self.splits.values(), key=len)
+        split = self._largest_split()
         n = min(n, len(split))
         x = split.x[:n].to(self.device)
         return x, split.y[:n], split
@@ -120,20 +126,11 @@ class EngineChoices:
         x, y, split = self._probe_batch(CPU_BATCH if self.device.type == "cpu" else 4096)
         coords = np.zeros((max(VMAP_CANDIDATES + ((ppb,) if ppb else ())), len(self.d)))
 
-        def timed(fn: Callable[[], Any], reps: int) -> float:
-            fn()  # warm-up
-            sync(self.device)
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                fn()
-            sync(self.device)
-            return (time.perf_counter() - t0) / reps
-
         def loop_once() -> None:
             self._apply(coords[:1], "loop")
             self._step("loop", x, y, split, eager=True)
 
-        decision = {"loop": timed(loop_once, 3)}
+        decision = {"loop": self._seconds(loop_once, 3)}
         budget = self._memory_budget() * 0.25
         for p in ([int(ppb)] if ppb else VMAP_CANDIDATES):
             if p * self.flat.numel() * 4 * (2 if self.folder else 1) > budget:
@@ -144,7 +141,7 @@ class EngineChoices:
                 self._step("vmap", x, y, split, eager=True, points=p)
 
             try:
-                decision[f"vmap{p}"] = timed(vmap_once, 2) / p
+                decision[f"vmap{p}"] = self._seconds(vmap_once, 2) / p
             except (RuntimeError, NotImplementedError) as err:  # an op without a vmap rule, or out of memory
                 log.info("vmap at %d points failed: %s", p, str(err).splitlines()[0])
                 break
@@ -172,7 +169,7 @@ class EngineChoices:
 
     def _fit_batch_size(self, largest: int) -> int:
         """Largest batch whose forward fits in 70% of free memory: two probes, a linear fit, a check."""
-        split = max(self.splits.values(), key=len)
+        split = self._largest_split()
         coords = np.zeros((self.points, len(self.d)))
         self._apply(coords, self.mode, self.points)
 
@@ -218,7 +215,7 @@ class EngineChoices:
             return False
         if option == "true":
             return True
-        split = max(self.splits.values(), key=len)
+        split = self._largest_split()
         x, y = split.x[:self.batch_size].to(self.device), split.y[:self.batch_size]
         coords = np.zeros((self.points, len(self.d)))
         self._apply(coords, self.mode, self.points)
@@ -270,7 +267,7 @@ class EngineChoices:
         if len(batches) == 1 and len(graphs) == 1:  # nothing to choose: no timing
             self.batch_size, self.use_graph = batches[0], graphs[0]
             return
-        split = max(self.splits.values(), key=len)
+        split = self._largest_split()
         times: dict[str, float] = {}
         for batch in batches:
             n = min(len(split), -(-PROBE_SAMPLES // batch) * batch)
@@ -303,13 +300,17 @@ class EngineChoices:
             run = lambda: g(c, out)  # noqa: E731
         else:
             run = lambda: self._point_pass(c, out, probe)  # noqa: E731
-        run()
-        sync(self.device)
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            run()
-        sync(self.device)
-        seconds = (time.perf_counter() - t0) / reps
+        seconds = self._seconds(run, reps)
         run = g = None  # free the graph and its memory pool before the next candidate
         torch.cuda.empty_cache()
         return seconds
+
+    def _seconds(self, fn: Callable[[], Any], reps: int) -> float:
+        """Seconds per call of `fn` on this device, after one warm-up call."""
+        fn()
+        sync(self.device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        sync(self.device)
+        return (time.perf_counter() - t0) / reps
