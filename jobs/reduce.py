@@ -61,7 +61,7 @@ def reduce(run_dir: str | Path) -> Reduced:
         attrs["precision_check_tiles"] = len(checks)
     made_by = surface.provenance([v["_meta"] for v in values.values()])
     if made_by:  # more than one entry: values agree to fp32 rounding across them, not bitwise
-        attrs["computed_on"] = "; ".join(f"{k}: {n} tiles" for k, n in made_by.items())
+        attrs["computed_on"] = surface.tile_counts(made_by)
     if cfg["data"].get("subset"):
         attrs["approximate_subset"] = int(cfg["data"]["subset"])
     if not any(k.endswith("_loss") for k in arrays):  # nothing computed yet: still a valid, empty file

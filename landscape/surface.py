@@ -6,6 +6,7 @@ their tools read it; a `done` mask says which points exist, never a sentinel val
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -113,8 +114,11 @@ def write_surface(path: Path, grid: Grid, arrays: Mapping[str, np.ndarray], dir_
 
 def provenance(metas: list[Mapping[str, Any]]) -> dict[str, int]:
     """Tiles per `device (engine N)`: fp32 values are bitwise reproducible within one of these only."""
-    out: dict[str, int] = {}
-    for m in metas:
-        key = f"{m.get('engine_device_name', m.get('device', '?'))} (engine {int(m.get('engine_version', 1))})"
-        out[key] = out.get(key, 0) + 1
-    return dict(sorted(out.items()))
+    return dict(sorted(Counter(
+        f"{m.get('engine_device_name', m.get('device', '?'))} (engine {int(m.get('engine_version', 1))})"
+        for m in metas).items()))
+
+
+def tile_counts(counts: Mapping[str, int]) -> str:
+    """`a: 3 tiles; b: 1 tiles`, as the surface's `computed_on` and landscape-status write it."""
+    return "; ".join(f"{k}: {n} tiles" for k, n in counts.items())

@@ -5,6 +5,7 @@ import argparse
 import subprocess
 import sys
 import time
+from collections import Counter
 from importlib import import_module
 from pathlib import Path
 
@@ -40,21 +41,15 @@ def scheduler_view(run: RunDir, missing: set[int]) -> dict[int, tuple[str, str]]
     return view
 
 
-def _engines(metas: list[dict]) -> dict[str, int]:
-    """What the engine chose, as tiles recorded it: tiles per distinct set of choices."""
-    out: dict[str, int] = {}
-    for m in metas:
-        if "engine_mode" not in m:
-            continue
-        mode = "vmap x{}".format(int(m["engine_points_per_batch"])) if m["engine_mode"] == "vmap" else "loop"
-        parts = [str(m.get("engine_device_name", m.get("device", "?"))), mode,
-                 f"batch {int(m['engine_batch_size'])}", "compiled" if m.get("engine_compile") else "eager"]
-        parts += [label for key, label in (("engine_cuda_graph", "CUDA graph"), ("engine_fold_bn", "BatchNorm folded"),
-                                           ("engine_channels_last", "channels_last"), ("engine_stream", "streamed"))
-                  if m.get(key)]
-        key = ", ".join(parts)
-        out[key] = out.get(key, 0) + 1
-    return out
+def _engine(m: dict) -> str:
+    """What the engine chose for one tile, as the tile recorded it."""
+    mode = "vmap x{}".format(int(m["engine_points_per_batch"])) if m["engine_mode"] == "vmap" else "loop"
+    parts = [str(m.get("engine_device_name", m.get("device", "?"))), mode,
+             f"batch {int(m['engine_batch_size'])}", "compiled" if m.get("engine_compile") else "eager"]
+    parts += [label for key, label in (("engine_cuda_graph", "CUDA graph"), ("engine_fold_bn", "BatchNorm folded"),
+                                       ("engine_channels_last", "channels_last"), ("engine_stream", "streamed"))
+              if m.get(key)]
+    return ", ".join(parts)
 
 
 def summary(run: RunDir) -> str:
@@ -101,12 +96,12 @@ def summary(run: RunDir) -> str:
     if checks:
         lines.append(f"precision check: {cfg.get('precision')} vs fp32, largest relative loss difference "
                      f"{max(checks):.2e} over {len(checks)} tiles")
-    engines = _engines(metas)
+    engines = Counter(_engine(m) for m in metas if "engine_mode" in m)
     if engines:
         lines.append("engine: " + "; ".join(f"{k} ({n} tiles)" if len(engines) > 1 else k for k, n in engines.items()))
     made_by = surface.provenance(metas)
     if len(made_by) > 1:
-        lines.append("computed on: " + "; ".join(f"{k}: {n} tiles" for k, n in made_by.items())
+        lines.append("computed on: " + surface.tile_counts(made_by)
                      + " (values agree to rounding across these, not bitwise)")
     if run.surface_file.is_file():
         lines.append(f"surface: {run.surface_file}")
