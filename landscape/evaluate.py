@@ -394,39 +394,36 @@ class Evaluator(EngineChoices):
         splits = {k: _head(s, limit, self.device) for k, s in splits.items()} if limit else splits
         cdev = self._on_device(coords)  # one copy per call: a host copy per batch would sync each time
 
-        def accumulate(p0: int, si: int, xb: torch.Tensor, split: Split, start: int, stop: int) -> None:
-            r = self._step(mode, xb, split.y[start:stop], split, eager=eager, points=width, dtype=dtype)
-            sums[p0:p0 + width, si] += r.double()
-
         if stream:  # data outermost: each streamed batch serves every point
             for si, split in enumerate(splits.values()):
                 for xb, start, stop in self._stream_of(split):
                     for p0, p1 in chunks:
                         self._apply(cdev[p0:p1], mode, points)
-                        accumulate(p0, si, xb, split, start, stop)
-        elif mode == "loop":
-            graph = self._graph_for(splits) if self.use_graph and not eager and not limit and dtype == "run" else None
-            for p in range(n):
-                if graph is not None:
-                    graph(cdev[p], sums[p])
-                else:
-                    self._point_pass(cdev[p], sums[p], splits, eager=eager, dtype=dtype)
-        else:
-            for p0, p1 in chunks:
-                self._apply(cdev[p0:p1], mode, points)
-                for si, split in enumerate(splits.values()):
-                    for xb, start, stop in self._batches(split, self.batch_size):
-                        accumulate(p0, si, xb, split, start, stop)
+                        r = self._step(mode, xb, split.y[start:stop], split, eager=eager, points=width, dtype=dtype)
+                        sums[p0:p0 + width, si] += r.double()
+            return sums[:n]
+        graph = None
+        if mode == "loop" and self.use_graph and not eager and not limit and dtype == "run":
+            graph = self._graph_for(splits)
+        for p0, p1 in chunks:
+            if graph is not None:
+                graph(cdev[p0], sums[p0])
+            else:
+                self._chunk_pass(cdev[p0:p1], sums[p0:p0 + width], splits, mode, points, eager=eager, dtype=dtype)
         return sums[:n]
 
-    def _point_pass(self, c: torch.Tensor, out: torch.Tensor, splits: Mapping[str, Split], *,
-                    eager: bool = False, dtype: Any = "run") -> None:
-        """Loop mode, one point: move to `c` (device), add every batch's sums of every split to `out` (S, 2)."""
-        self.set_point(c)
+    def _chunk_pass(self, c: torch.Tensor, out: torch.Tensor, splits: Mapping[str, Split], mode: str, points: int,
+                    *, eager: bool = False, dtype: Any = "run") -> None:
+        """Move to the chunk's points `c` (P, D), add every batch's sums of every split to `out` (P, S, 2)."""
+        self._apply(c, mode, points)
         for si, split in enumerate(splits.values()):
             for xb, start, stop in self._batches(split, self.batch_size):
-                r = self._step("loop", xb, split.y[start:stop], split, eager=eager, dtype=dtype)
-                out[si] += r[0].double()
+                r = self._step(mode, xb, split.y[start:stop], split, eager=eager, points=out.shape[0], dtype=dtype)
+                out[:, si] += r.double()
+
+    def _point_pass(self, c: torch.Tensor, out: torch.Tensor, splits: Mapping[str, Split]) -> None:
+        """Loop mode, one point `c` (D,) into `out` (S, 2): the pass a CUDA graph captures."""
+        self._chunk_pass(c[None], out[None], splits, "loop", 1)
 
     def _graph_for(self, splits: Mapping[str, Split]) -> PointGraph | None:
         """The captured pass over these splits (made once, checked by PointGraph); None where capture fails."""
