@@ -63,9 +63,31 @@ def workloads(smoke: bool) -> list[dict]:
              "split": feats.train, "classes": 4759, "hidden": [9000, 9000, 9000]}]
 
 
+def kernel_profile(ev: Evaluator, coords: np.ndarray, device: torch.device, top: int = 12) -> list[dict]:
+    """The kernels that take the time of `coords`' points, launched one by one (a replayed graph hides them)."""
+    from torch.profiler import ProfilerActivity, profile
+    graph, check = ev.use_graph, ev.precision_check
+    ev.use_graph, ev.precision_check = False, 0
+    cuda = device.type == "cuda"
+    try:
+        with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+            ev.evaluate(coords)
+            if cuda:
+                torch.cuda.synchronize(device)
+    finally:
+        ev.use_graph, ev.precision_check = graph, check
+    own = lambda e: getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0) if cuda \
+        else e.self_cpu_time_total  # noqa: E731 - microseconds
+    events = [e for e in prof.key_averages() if own(e) > 0]
+    total = sum(own(e) for e in events) or 1.0
+    return [{"kernel": e.key[:120], "calls_per_point": e.count / len(coords), "ms_per_point": own(e) / 1e3 / len(coords),
+             "share": own(e) / total} for e in sorted(events, key=own, reverse=True)[:top]]
+
+
 def run_config(w: dict, label: str, kwargs: dict, state: dict, dirs, coords: np.ndarray, device: torch.device,
-               flops_point: float, peak: float | None, target_s: float, log) -> dict:
-    """Set up an engine, warm it, then time `evaluate` on up to len(coords) points (fewer if slow)."""
+               flops_point: float, peak: float | None, target_s: float, log, profile: bool = False) -> dict:
+    """Set up an engine, warm it, then time `evaluate` on up to len(coords) points (fewer if slow);
+    `profile`: then list the kernels that take the time."""
     rec: dict = {"config": label, "options": kwargs}
     try:
         if device.type == "cuda":
@@ -93,6 +115,11 @@ def run_config(w: dict, label: str, kwargs: dict, state: dict, dirs, coords: np.
             + f", 200x200 in {rec['projected_200x200_min']:.1f} min; setup {rec['setup_s']:.0f} s "
               f"(mode {ev.mode}, batch {ev.batch_size}, compile {ev.use_compile}, graph {ev.use_graph}"
               + (f"; us/sample by batch: {ev.info['batch_decision']}" if "batch_decision" in ev.info else "") + ")")
+        if profile:
+            rec["kernels"] = kernel_profile(ev, coords[:2], device)
+            for k in rec["kernels"]:
+                log(f"    {100 * k['share']:5.1f}%  {k['ms_per_point']:8.3f} ms/point  {k['calls_per_point']:7.0f} calls"
+                    f"  {k['kernel']}")
         del ev
     except Exception as err:  # noqa: BLE001 - one failing configuration must not lose the others
         rec["error"] = f"{type(err).__name__}: {err}"
@@ -157,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"  {w['name']} {label}: skipped (--deadline {args.deadline:.0f} s)")
                 continue
             case["configs"].append(run_config(w, label, kw, state, dirs, pts, device, flops_point, peak,
-                                              args.seconds, log))
+                                              args.seconds, log, profile=label == "bf16"))
             write_json(record, name)  # partial results survive a kill
         ref_coords = coords[:args.ref_points]  # Li et al.'s loop on the same model and data, fewer points
         try:
@@ -178,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    # optional, while time is left: BatchNorm left unfolded (folding is the default), max-autotune kernels
-    optional = [("bf16 unfolded", lambda w: {"fold_bn": False}, "resnet56"),
+    # optional, while time is left: linear layers unpadded and BatchNorm unfolded (the defaults pad and fold),
+    # max-autotune kernels
+    optional = [("bf16 unpadded", lambda w: {"pad_linear": False}, "mlp_3x9000"),
+                ("bf16 unfolded", lambda w: {"fold_bn": False}, "resnet56"),
                 ("bf16 max-autotune", lambda w: {"compile_mode": "max-autotune-no-cudagraphs"}, None)]
     for label, extra, only in optional:
         for w, case, state, dirs, coords, flops_point in prepared:

@@ -21,7 +21,9 @@ How a point is computed (see DESIGN.md, "The evaluation engine", and BENCHMARKS.
 - loss sums (fp64) and correct counts (`sums.py`) stay on the device: one host sync per `evaluate` call;
 - bf16/fp16 run under autocast with fp32 master weights (vmap: explicit casts, autocast does not
   reach inside vmap), logits go to fp32 before the loss, non-finite points are recomputed in fp32,
-  and the first `precision_check` points of each call are also computed in fp32.
+  and the first `precision_check` points of each call are also computed in fp32. Conv/linear
+  weights are cast once per point, not per batch (`lowp.py`: autocast's values, bitwise), and on
+  CUDA linear layers are zero-padded to tensor-core-aligned sizes (`pad_linear`, auto: CUDA).
 Batch size, mode and compile choices (`choices.py`) are made once per worker and cached per device name in the
 run directory (`cache/engine-<device>-<key>.json`, first writer wins): every worker of the same
 device kind then makes the same choice, so fp32 values do not depend on which worker computed a
@@ -48,6 +50,7 @@ from .errors import UserError
 from .flat import FlatLayout
 from .graphs import PointGraph
 from .hardware import backend_flags, device_name
+from .lowp import LowPrecisionNet
 from .stream import Stream
 from .sums import LOSSES, check_fits, point_sums
 
@@ -58,7 +61,7 @@ log = logging.getLogger(__name__)
 ENGINE_VERSION = 2
 PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("auto", "loop", "vmap")
-TRISTATES = ("compile", "channels_last", "stream", "fold_bn", "cuda_graph")  # auto | true | false each
+TRISTATES = ("compile", "channels_last", "stream", "fold_bn", "cuda_graph", "pad_linear")  # auto | true | false each
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")  # CUDA graphs are the engine's own (graphs.py)
 CHECK_SAMPLES = 4096       # precision_check compares the mean loss over the first samples of a split
 CPU_NORMALISED_BYTES = 1 << 30  # CPU: inputs normalised once, kept as float32, up to this size
@@ -107,9 +110,9 @@ class Evaluator(EngineChoices):
     Keyword options (all with defaults; `conf/surface.yaml` `eval.*` documents them):
     mode auto|loop|vmap, points_per_batch (vmap: points per forward), compile auto|true|false,
     fold_bn auto|true|false, channels_last auto|true|false, stream auto|true|false, cuda_graph
-    auto|true|false, compile_mode default|max-autotune-no-cudagraphs, precision_check (points per
-    `evaluate` call also computed in fp32, bf16/fp16 only), cache_dir (where choices are cached per
-    device name). `check_options` checks them.
+    auto|true|false, pad_linear auto|true|false, compile_mode default|max-autotune-no-cudagraphs,
+    precision_check (points per `evaluate` call also computed in fp32, bf16/fp16 only), cache_dir
+    (where choices are cached per device name). `check_options` checks them.
     """
 
     def __init__(self, model: nn.Module, origin: StateDict, directions: Directions,
@@ -118,11 +121,12 @@ class Evaluator(EngineChoices):
                  device: str | torch.device = "cpu", *, mode: str = "auto",
                  points_per_batch: int | None = None, compile: Any = "auto", fold_bn: Any = "auto",
                  channels_last: Any = "auto", stream: Any = "auto", precision_check: int = 1,
-                 cuda_graph: Any = "auto", compile_mode: str = "default", cache_dir: str | Path | None = None):
+                 cuda_graph: Any = "auto", compile_mode: str = "default", pad_linear: Any = "auto",
+                 cache_dir: str | Path | None = None):
         self.options = opts = check_options(
             loss, precision, mode=mode, points_per_batch=points_per_batch, batch_size=batch_size,
             compile_mode=compile_mode, compile=compile, channels_last=channels_last, stream=stream,
-            fold_bn=fold_bn, cuda_graph=cuda_graph)
+            fold_bn=fold_bn, cuda_graph=cuda_graph, pad_linear=pad_linear)
         t_setup = time.perf_counter()
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
@@ -198,6 +202,8 @@ class Evaluator(EngineChoices):
         self.out_per_sample = probe[0].numel()
 
         self.info: dict[str, Any] = {}
+        self.lowp = self._low_precision_net(opts["pad_linear"], cuda)
+        self._moves, self._lowp_at = 0, -1  # points moved to; the move the low-precision weights were cast at
         self.last_info: dict[str, Any] = {}
         self._compiled: dict[str, Callable] = {}
         self.mode, self.points, self.use_compile = "loop", 1, False
@@ -221,12 +227,26 @@ class Evaluator(EngineChoices):
                           "setup_seconds": time.perf_counter() - t_setup})
         log.info("engine: %s", self.info)
 
+    def _low_precision_net(self, pad_option: str, cuda: bool) -> LowPrecisionNet | None:
+        """bf16/fp16: the net with its conv/linear weights cast once per point (`lowp.py`); None in fp32."""
+        if self.dtype is None:
+            return None
+        vectors = [self.flat] + ([self.folder.weights, self.folder.biases] if self.folder else [])
+        pad = pad_option == "true" or (pad_option == "auto" and cuda)
+        try:
+            lowp = LowPrecisionNet(self.net, vectors, self.dtype, pad=pad, share=self.params + self.buffer_list)
+        except Exception as err:  # noqa: BLE001 - a model deepcopy cannot copy: autocast casts per batch
+            log.info("weights cast per batch by autocast: %s", str(err).splitlines()[0][:200])
+            return None
+        self.info.update({"lowp_layers": lowp.cast, "padded_linear": lowp.npadded})
+        return lowp
 
     # ------------------------------------------------------------------ moving to points
 
     def set_point(self, coord: np.ndarray | torch.Tensor) -> None:
         """Weights (and, for a line, buffers) at one point, in place; folded weights follow."""
         c = self._on_device(coord)
+        self._moves += 1
         self._set_row(self.flat, self.bflat if self.bstep is not None else None, c)
         if self.folder:
             self.folder.fold(self.flat[None], self.bflat[None], self.folder.weights, self.folder.biases)
@@ -248,6 +268,7 @@ class Evaluator(EngineChoices):
     def _apply(self, coords: np.ndarray | torch.Tensor, mode: str, points: int = 1) -> None:
         """Loop: move the model to coords[0]. vmap: fill the (P, N) weights of up to P points (padded)."""
         coords = self._on_device(coords)
+        self._moves += 1  # low-precision copies are recast before the next step uses them (`_step`)
         if mode == "loop":
             self.set_point(coords[0])
             return
@@ -300,18 +321,22 @@ class Evaluator(EngineChoices):
             own = dict(self.net.named_buffers())
             shared = {n: self.blayout.view(shared_vec, i) for i, n in enumerate(self.buffer_names)
                       if n in own and st["B"] is None}
-            st[key] = (cast, self._batched_views(cast), shared_vec, shared)
-        cast, batched, shared_vec, shared = st[key]
-        for k, v in cast.items():
-            if v is not None:
-                v.copy_(st[k])
-        shared_vec.copy_(self.bflat)
+            st[key] = [cast, self._batched_views(cast), shared_vec, shared, -1]
+        cast, batched, shared_vec, shared, at = st[key]
+        if at != self._moves:  # cast once per chunk of points, not per batch
+            for k, v in cast.items():
+                if v is not None:
+                    v.copy_(st[k])
+            shared_vec.copy_(self.bflat)
+            st[key][-1] = self._moves
         return batched, shared
 
     # ------------------------------------------------------------------ one batch
 
     def _make_step(self, mode: str, dtype: torch.dtype | None, points: int) -> Callable:
         net, loss, classify, cl = self.net, self.loss, self.classify, self.channels_last
+        if mode == "loop" and dtype is not None and self.lowp is not None and dtype == self.dtype:
+            net = self.lowp.net  # weights cast once per point (`_step` recasts them after a move)
         devtype = self.device.type
 
         def forward(fn: Callable, *args: Any) -> torch.Tensor:
@@ -354,6 +379,9 @@ class Evaluator(EngineChoices):
         args = (x, y, split.scale, split.mean, split.std)
         if mode == "vmap":
             args += self._vmap_args(points, dtype)
+        elif dtype is not None and self.lowp is not None and dtype == self.dtype and self._lowp_at != self._moves:
+            self.lowp.refresh()
+            self._lowp_at = self._moves
         if not compiled:
             return fn(*args)
         try:

@@ -21,7 +21,7 @@ VOLATILE = ("launcher", "plot", "run", "eval.device", "eval.stream", "eval.point
             "eval.cuda_graph")
 # Value-changing keys added after runs existed, at the value that behaves as before the key did: left out
 # of the fingerprint, so a run made by an older version still resumes.
-NEUTRAL = {"eval.compile_mode": "default"}
+NEUTRAL = {"eval.compile_mode": "default", "eval.pad_linear": "auto"}
 
 
 def load(name: str, overrides: list[str]) -> dict[str, Any]:

@@ -49,6 +49,8 @@ def _engine(m: dict) -> str:
     parts += [label for key, label in (("engine_cuda_graph", "CUDA graph"), ("engine_fold_bn", "BatchNorm folded"),
                                        ("engine_channels_last", "channels_last"), ("engine_stream", "streamed"))
               if m.get(key)]
+    if m.get("engine_padded_linear"):
+        parts.append(f"{int(m['engine_padded_linear'])} linear layers padded")
     return ", ".join(parts)
 
 

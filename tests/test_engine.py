@@ -16,6 +16,7 @@ from torch import nn
 from landscape import data, directions
 from landscape.evaluate import Evaluator
 from landscape.graphs import PointGraph
+from landscape.lowp import CAST_TYPES, _PaddedLinear
 from landscape.hardware import tune_cpu_malloc
 from landscape.sums import point_sums
 from landscape.models import digits_cnn, mlp
@@ -256,6 +257,47 @@ def test_bf16_precision_check(digits):
     assert "precision_check" not in fp32.meta()
 
 
+ODD_MLP = lambda: mlp(64, 10, [30, 33])  # noqa: E731 - no width a multiple of 8: every layer padded
+
+
+@pytest.mark.parametrize("make,kw", [(CNN, {}), (CNN, PLAIN), (MLP, {"mode": "loop"}),
+                                     (ODD_MLP, {"mode": "loop", "pad_linear": True})],
+                         ids=["cnn_folded", "cnn_plain", "mlp", "mlp_padded"])
+def test_bf16_weights_cast_once_per_point_equal_autocast(digits, monkeypatch, make, kw):
+    """Conv/linear weights cast to bf16 once per point (`lowp.py`) give autocast's per-batch values
+    bitwise, zero-padded linear layers included; and they are really used, and recast at every point."""
+    state, dirs = _setup(make)
+    kw = dict(kw, precision="bf16", batch_size=128)  # 400 + 200 samples: 6 batches per point
+    per_batch = Evaluator(make(), state, dirs, digits, 10, **kw)
+    per_batch.lowp = None  # autocast casts every weight on every call, as before `lowp.py`
+    ev = Evaluator(make(), state, dirs, digits, 10, **kw)
+    assert ev.info["lowp_layers"] == 3 and ev.info["padded_linear"] == (3 if make is ODD_MLP else 0)
+    layers = [m for m in ev.lowp.net.modules() if isinstance(m, CAST_TYPES + (_PaddedLinear,))]
+    assert len(layers) == 3 and all(m.weight.dtype == torch.bfloat16 for m in layers)
+    refreshes = []
+    real = type(ev.lowp).refresh
+    monkeypatch.setattr(type(ev.lowp), "refresh", lambda self: (refreshes.append(1), real(self)))
+    _equal(ev.evaluate(COORDS), per_batch.evaluate(COORDS))
+    assert len(refreshes) == len(COORDS) + 1  # once per point (and once for the precision check's point)
+    monkeypatch.setattr(type(ev.lowp), "refresh", lambda self: None)  # never recast: the weights stay put
+    stale = ev.evaluate(COORDS[1:])
+    assert np.abs(stale["train_loss"] - per_batch.evaluate(COORDS[1:])["train_loss"]).max() > 1e-3
+
+
+def test_tied_weights_stay_fp32_under_autocast(digits):
+    """A tensor two layers share is not cast once: autocast keeps casting it per call, as before."""
+    def tied():
+        net = mlp(64, 10, [64, 64])
+        net[3].weight = net[1].weight  # 64x64 hidden layers share one weight
+        return net
+    state, dirs = _setup(tied)
+    ev = Evaluator(tied(), state, dirs, digits, 10, precision="bf16", mode="loop")
+    assert ev.info["lowp_layers"] == 1  # the head only
+    ref = Evaluator(tied(), state, dirs, digits, 10, precision="bf16", mode="loop")
+    ref.lowp = None
+    _equal(ev.evaluate(COORDS[:3]), ref.evaluate(COORDS[:3]))
+
+
 @pytest.mark.parametrize("make", [CNN, MLP], ids=["cnn_bn", "mlp"])
 def test_bf16_vmap_really_runs_in_bf16(digits, make):
     """Autocast does not reach inside vmap: the vmap path casts explicitly, and must not silently be fp32."""
@@ -410,13 +452,15 @@ class _Empty(_Rerun):
         pass
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("stand_in", [_Rerun, _Baked, _Empty])
-def test_graph_plumbing_on_cpu(digits, monkeypatch, stand_in):
+def test_graph_plumbing_on_cpu(digits, monkeypatch, stand_in, precision):
     """The engine's graph path (one pass per point, sums added per replay, the capture check and the
-    fallback), with the CUDA calls replaced: equal to the plain pass, and a baked graph is refused."""
+    fallback), with the CUDA calls replaced: equal to the plain pass, and a baked graph is refused.
+    In bf16 the pass also recasts the weights (`lowp.py`) once per point."""
     import landscape.evaluate as engine
     state, dirs = _setup(CNN)
-    kw = dict(PLAIN, batch_size=128)  # 400 samples: 3 full batches and 1 partial
+    kw = dict(PLAIN, batch_size=128, precision=precision)  # 400 samples: 3 full batches and 1 partial
     plain, _ = _eval(CNN, state, dirs, digits, **kw)
     monkeypatch.setattr(engine, "PointGraph", stand_in)
     ev = Evaluator(CNN(), state, dirs, digits, 10, **kw)
@@ -529,8 +573,28 @@ def test_gpu_cuda_graph_replays_the_plain_pass(digits, compiled):
     assert ev.use_graph and "graph_fallback" not in ev.info and any(ev._graphs.values())
     _equal(graphed, plain)
     bf, ev = _eval(CNN, state, dirs, digits, cuda_graph=True, precision="bf16", **kw)
-    assert ev.use_graph and "graph_fallback" not in ev.info
+    assert ev.use_graph and "graph_fallback" not in ev.info and ev.lowp is not None  # recast inside the graph
     np.testing.assert_allclose(bf["train_loss"], plain["train_loss"], rtol=0.05)
+    launched, _ = _eval(CNN, state, dirs, digits, cuda_graph=False, precision="bf16", **kw)
+    _close(bf, launched)
+
+
+@cuda
+def test_gpu_bf16_cast_once_and_padded_linear(digits):
+    """On CUDA: weights cast once per point give autocast's per-batch values; auto pads odd linear layers."""
+    state, dirs = _setup(CNN)
+    kw = {"device": "cuda", "batch_size": 128, "compile": False, "precision": "bf16", "cuda_graph": False}
+    per_batch = Evaluator(CNN(), state, dirs, digits, 10, **kw)
+    per_batch.lowp = None
+    once, ev = _eval(CNN, state, dirs, digits, **kw)
+    assert ev.info["lowp_layers"] == 3
+    _close(once, per_batch.evaluate(COORDS))
+    state, dirs = _setup(ODD_MLP)
+    padded, ev = _eval(ODD_MLP, state, dirs, digits, mode="loop", **kw)
+    assert ev.info["padded_linear"] == 3  # pad_linear auto: on for CUDA
+    unpadded, ev = _eval(ODD_MLP, state, dirs, digits, mode="loop", pad_linear=False, **kw)
+    assert ev.info["padded_linear"] == 0
+    np.testing.assert_allclose(padded["train_loss"], unpadded["train_loss"], rtol=1e-3)
 
 
 @cuda

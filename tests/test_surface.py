@@ -142,11 +142,11 @@ def test_launcher_and_plot_settings_may_change_on_resume(one_tile, base_args):
 
 
 def test_run_of_an_older_version_without_newer_engine_keys_resumes(one_tile, base_args, tmp_path):
-    """A run.yaml written before eval.compile_mode and eval.cuda_graph existed: same values, so it resumes."""
+    """A run.yaml written before eval.compile_mode, cuda_graph and pad_linear existed: same values, so it resumes."""
     import yaml
     run = copy_run(one_tile, tmp_path / "old")
     saved = yaml.safe_load((run / "run.yaml").read_text())
-    for key in ("compile_mode", "cuda_graph"):
+    for key in ("compile_mode", "cuda_graph", "pad_linear"):
         del saved["config"]["eval"][key]
     (run / "run.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     out = cli("landscape-surface", *base_args, *GRID, "grid.tile=16", f"run.dir={run}")
