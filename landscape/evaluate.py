@@ -3,7 +3,8 @@
 How a point is computed (see DESIGN.md, "The evaluation engine", and BENCHMARKS.md):
 - every parameter, and every floating buffer, is a view into one flat device vector, each tensor
   aligned and laid out in its own memory format (so `channels_last` weights stay views); moving to a
-  point is two fused in-place ops on that vector, never a rebuild from Python lists (`flat.py`);
+  point is two fused in-place ops on that vector, never a rebuild from Python lists (`flat.py`; CUDA
+  bf16/fp16: one compiled kernel that also writes the low-precision copy, `lowp.move_and_cast`);
 - two execution modes: `loop` runs one point at a time over large sample batches; `vmap` runs
   P points in one batched forward (`torch.func.functional_call` + `vmap`, parameters AND buffers
   passed, so eval-mode BatchNorm works). `auto` keeps convnets on `loop` (vmap turns convolutions
@@ -50,7 +51,7 @@ from .errors import UserError
 from .flat import FlatLayout
 from .graphs import PointGraph
 from .hardware import backend_flags, device_name
-from .lowp import LowPrecisionNet
+from .lowp import LowPrecisionNet, move_and_cast
 from .stream import Stream
 from .sums import LOSSES, check_fits, point_sums
 
@@ -63,7 +64,9 @@ PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.
 MODES = ("auto", "loop", "vmap")
 TRISTATES = ("compile", "channels_last", "stream", "fold_bn", "cuda_graph", "pad_linear")  # auto | true | false each
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")  # CUDA graphs are the engine's own (graphs.py)
-CHECK_SAMPLES = 4096       # precision_check compares the mean loss over the first samples of a split
+# precision_check compares the mean loss over the first samples of a split. 1024, not 4096: fp32 GEMMs run
+# at ~1/15 of bf16's rate, so on the 3x9000 MLP 4096 fp32 samples cost ~2% of a 64-point tile (estimated).
+CHECK_SAMPLES = 1024
 CPU_NORMALISED_BYTES = 1 << 30  # CPU: inputs normalised once, kept as float32, up to this size
 
 
@@ -204,6 +207,12 @@ class Evaluator(EngineChoices):
         self.info: dict[str, Any] = {}
         self.lowp = self._low_precision_net(opts["pad_linear"], cuda)
         self._moves, self._lowp_at = 0, -1  # points moved to; the move the low-precision weights were cast at
+        self._flat_cast_at = -1  # the move whose set_point also cast the flat vector (`move_and_cast`)
+        # CUDA, bf16/fp16: move and cast in one compiled kernel (plain addcmuls where lines move buffers too)
+        self._mover = None
+        if cuda and self.lowp is not None and self.bstep is None and hasattr(torch, "compile"):
+            _raise_recompile_limit()  # one compile per model size (and coordinate alignment)
+            self._mover = torch.compile(move_and_cast, dynamic=False)
         self.last_info: dict[str, Any] = {}
         self._compiled: dict[str, Callable] = {}
         self.mode, self.points, self.use_compile = "loop", 1, False
@@ -247,7 +256,16 @@ class Evaluator(EngineChoices):
         """Weights (and, for a line, buffers) at one point, in place; folded weights follow."""
         c = self._on_device(coord)
         self._moves += 1
-        self._set_row(self.flat, self.bflat if self.bstep is not None else None, c)
+        if self._mover is not None:
+            try:
+                self._mover(self.theta0, self.d[0], self.d[1] if len(self.d) > 1 else None, c, self.flat,
+                            self.lowp.low_of(self.flat))
+                self._flat_cast_at = self._moves
+            except Exception as err:  # noqa: BLE001 - a compiler failure: the plain ops below
+                log.warning("fused weight move failed (%s): plain ops from now on", str(err).splitlines()[0][:200])
+                self._mover = None
+        if self._flat_cast_at != self._moves:
+            self._set_row(self.flat, self.bflat if self.bstep is not None else None, c)
         if self.folder:
             self.folder.fold(self.flat[None], self.bflat[None], self.folder.weights, self.folder.biases)
 
@@ -380,7 +398,7 @@ class Evaluator(EngineChoices):
         if mode == "vmap":
             args += self._vmap_args(points, dtype)
         elif dtype is not None and self.lowp is not None and dtype == self.dtype and self._lowp_at != self._moves:
-            self.lowp.refresh()
+            self.lowp.refresh(done=self.flat if self._flat_cast_at == self._moves else None)
             self._lowp_at = self._moves
         if not compiled:
             return fn(*args)

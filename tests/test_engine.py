@@ -16,7 +16,7 @@ from torch import nn
 from landscape import data, directions
 from landscape.evaluate import Evaluator
 from landscape.graphs import PointGraph
-from landscape.lowp import CAST_TYPES, _PaddedLinear
+from landscape.lowp import CAST_TYPES, _PaddedLinear, move_and_cast
 from landscape.hardware import tune_cpu_malloc
 from landscape.sums import point_sums
 from landscape.models import digits_cnn, mlp
@@ -276,12 +276,28 @@ def test_bf16_weights_cast_once_per_point_equal_autocast(digits, monkeypatch, ma
     assert len(layers) == 3 and all(m.weight.dtype == torch.bfloat16 for m in layers)
     refreshes = []
     real = type(ev.lowp).refresh
-    monkeypatch.setattr(type(ev.lowp), "refresh", lambda self: (refreshes.append(1), real(self)))
+    monkeypatch.setattr(type(ev.lowp), "refresh", lambda self, **kw: (refreshes.append(1), real(self, **kw)))
     _equal(ev.evaluate(COORDS), per_batch.evaluate(COORDS))
     assert len(refreshes) == len(COORDS) + 1  # once per point (and once for the precision check's point)
-    monkeypatch.setattr(type(ev.lowp), "refresh", lambda self: None)  # never recast: the weights stay put
+    monkeypatch.setattr(type(ev.lowp), "refresh", lambda self, **kw: None)  # never recast: the weights stay put
     stale = ev.evaluate(COORDS[1:])
     assert np.abs(stale["train_loss"] - per_batch.evaluate(COORDS[1:])["train_loss"]).max() > 1e-3
+
+
+@pytest.mark.parametrize("make,compiled", [(MLP, False), (CNN, True)], ids=["mlp_eager", "cnn_folded_compiled"])
+def test_fused_move_and_cast_equals_the_plain_ops(digits, make, compiled):
+    """CUDA's one-kernel move (`move_and_cast`, compiled there), forced on CPU: the weights and
+    surface of the two addcmuls and the cast, bitwise; the cast copy really written by it."""
+    state, dirs = _setup(make)
+    kw = {"precision": "bf16", "batch_size": 128, "mode": "loop"}
+    plain = Evaluator(make(), state, dirs, digits, 10, **kw)
+    assert plain._mover is None  # CPU: plain ops
+    ev = Evaluator(make(), state, dirs, digits, 10, **kw)
+    ev._mover = torch.compile(move_and_cast, dynamic=False) if compiled else move_and_cast
+    _equal(ev.evaluate(COORDS), plain.evaluate(COORDS))
+    assert ev._mover is not None and ev._flat_cast_at == ev._moves  # no fallback to the plain ops
+    assert torch.equal(ev.flat, plain.flat)
+    assert torch.equal(ev.lowp.low_of(ev.flat), ev.flat.to(torch.bfloat16))
 
 
 def test_tied_weights_stay_fp32_under_autocast(digits):
@@ -581,13 +597,14 @@ def test_gpu_cuda_graph_replays_the_plain_pass(digits, compiled):
 
 @cuda
 def test_gpu_bf16_cast_once_and_padded_linear(digits):
-    """On CUDA: weights cast once per point give autocast's per-batch values; auto pads odd linear layers."""
+    """On CUDA: weights moved and cast once per point (one compiled kernel) give autocast's per-batch
+    values; auto pads odd linear layers."""
     state, dirs = _setup(CNN)
     kw = {"device": "cuda", "batch_size": 128, "compile": False, "precision": "bf16", "cuda_graph": False}
     per_batch = Evaluator(CNN(), state, dirs, digits, 10, **kw)
-    per_batch.lowp = None
+    per_batch.lowp = per_batch._mover = None  # autocast casts per batch, two addcmuls move the weights
     once, ev = _eval(CNN, state, dirs, digits, **kw)
-    assert ev.info["lowp_layers"] == 3
+    assert ev.info["lowp_layers"] == 3 and ev._mover is not None and ev._flat_cast_at == ev._moves  # fused move ran
     _close(once, per_batch.evaluate(COORDS))
     state, dirs = _setup(ODD_MLP)
     padded, ev = _eval(ODD_MLP, state, dirs, digits, mode="loop", **kw)
