@@ -10,6 +10,10 @@ from jobs.tile import build_evaluator
 
 from .backends.arrays import task_groups
 
+# CPU runs longer than this (CPU-worker seconds) get the hint to compile: eval.compile auto stays off on CPU, where
+# it measured 1.15-1.23x after 12-15 s of compiling per worker (BENCHMARKS.md), a loss on short runs
+COMPILE_HINT_SECONDS = 1800.0
+
 
 def calibrate(run: RunDir, points: int = 3) -> tuple[float, str]:
     """Seconds per point on this machine (after one warm-up point), and the device used."""
@@ -40,4 +44,8 @@ def describe(run: RunDir, todo: list[int], cfg: dict[str, Any]) -> str:
                      f"{seconds * biggest:.1f} s per tile, {seconds * biggest * per_task / 60:.1f} min per task")
         lines.append(f"total: {seconds * npoints / 3600:.2f} {'GPU' if device.startswith('cuda') else 'CPU-worker'}"
                      f"-hours; ask for a task time above the per-task figure on the nodes' hardware")
+        if device == "cpu" and str(run.config["eval"].get("compile", "auto")).lower() == "auto" \
+                and seconds * npoints > COMPILE_HINT_SECONDS:
+            lines.append("hint: a run this long on CPUs may gain 1.15-1.23x with eval.compile=true "
+                         "(measured here after 12-15 s of compiling per worker; BENCHMARKS.md)")
     return "\n".join(lines)

@@ -173,6 +173,18 @@ def test_tiles_from_another_device_or_engine_are_named(base_args, tmp_path):
         assert f.attrs["computed_on"] == "NVIDIA_H100_80GB_HBM3 (engine 1): 1 tiles; cpu (engine 2): 5 tiles"
 
 
+@pytest.mark.parametrize("resolution,hint", [(41, False), (801, True)])
+def test_dry_run_hints_compile_for_long_cpu_runs(base_args, tmp_path, resolution, hint):
+    """An 801x801 digits surface is hours of CPU-worker time, a 41x41 one a minute: only the first is told."""
+    out = cli("landscape-surface", *base_args, f"grid.resolution={resolution}", "launcher.dry_run=true",
+              f"run.dir={tmp_path / 'D'}")
+    assert f"{resolution * resolution} points" in out.stdout
+    assert ("eval.compile=true" in out.stdout) == hint
+    out = cli("landscape-surface", *base_args, f"grid.resolution={resolution}", "launcher.dry_run=true",
+              "eval.compile=false", f"run.dir={tmp_path / 'E'}")
+    assert "eval.compile=true" not in out.stdout  # the user chose: no hint
+
+
 def test_status_and_replot(one_tile):
     status = cli("landscape-status", one_tile).stdout
     assert "1 done" in status and "0 missing" in status and "points/s" in status
