@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The one prepared run for a lent GPU machine (device tool; it has torch, pytest and h5py, no Hydra):
 # the CUDA-only engine tests, then the GPU benchmark. Outputs under $OUT (or bench/results/).
-#   bash bench/device.sh [deadline seconds for bench.gpu, default 330]
-# At most 120 + deadline + 90 seconds: with the default, 540 s, inside one device call's 600 s.
+#   bash bench/device.sh [deadline seconds for bench.gpu, default 300]
+# At most 150 + deadline + 90 seconds: with the default, 540 s, inside one device call's 600 s.
 set -u
 out=${OUT:-bench/results}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 date -u +"start %F %T UTC"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_engine.py -k gpu 2>&1 | tee "$out/gpu-tests.txt"
-deadline=${1:-330}
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_engine.py -k gpu 2>&1 | tee "$out/gpu-tests.txt"
+deadline=${1:-300}
 timeout $((deadline + 90)) python3 -m bench.gpu --deadline "$deadline" 2>&1 | tee "$out/gpu-bench.txt"
 date -u +"end %F %T UTC"

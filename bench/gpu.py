@@ -80,7 +80,8 @@ def kernel_profile(ev: Evaluator, coords: np.ndarray, device: torch.device, top:
         else e.self_cpu_time_total  # noqa: E731 - microseconds
     events = [e for e in prof.key_averages() if own(e) > 0]
     total = sum(own(e) for e in events) or 1.0
-    return [{"kernel": e.key[:120], "calls_per_point": e.count / len(coords), "ms_per_point": own(e) / 1e3 / len(coords),
+    n = len(coords)
+    return [{"kernel": e.key[:120], "calls_per_point": e.count / n, "ms_per_point": own(e) / 1e3 / n,
              "share": own(e) / total} for e in sorted(events, key=own, reverse=True)[:top]]
 
 

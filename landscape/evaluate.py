@@ -229,9 +229,9 @@ class Evaluator(EngineChoices):
             self.use_compile = self._choose_compile(opts["compile"], cached)
             self._tune_cuda(opts["cuda_graph"], cached)
         self._write_cache()
-        self.info.update({"version": ENGINE_VERSION, "device_name": device_name(self.device), "mode": self.mode, "points_per_batch": self.points, "batch_size": self.batch_size,
-                          "compile": self.use_compile, "cuda_graph": self.use_graph,
-                          "fold_bn": self.folder is not None,
+        self.info.update({"version": ENGINE_VERSION, "device_name": device_name(self.device), "mode": self.mode,
+                          "points_per_batch": self.points, "batch_size": self.batch_size,
+                          "compile": self.use_compile, "cuda_graph": self.use_graph, "fold_bn": self.folder is not None,
                           "channels_last": self.channels_last, "stream": self.stream,
                           "setup_seconds": time.perf_counter() - t_setup})
         log.info("engine: %s", self.info)

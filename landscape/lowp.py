@@ -58,7 +58,7 @@ class LowPrecisionNet:
         shared = {id(t): t for t in [*net.parameters(), *net.buffers(), *share]}
         self.net = copy.deepcopy(net, memo=dict(shared))  # new modules, the same tensors (`share`: others to keep)
         self.vectors = [(v, torch.empty_like(v, dtype=dtype)) for v in vectors]
-        self.padded: list[tuple[torch.Tensor, torch.Tensor]] = []  # (low-precision destination, fp32 source)
+        self.padded: list[tuple[torch.Tensor, torch.Tensor]] = []  # (padded destination, source)
         self.cast = self.npadded = 0  # layers cast once per point; of them, linear layers padded
         users: dict[int, int] = {}
         for m in self.net.modules():
@@ -72,7 +72,8 @@ class LowPrecisionNet:
                 continue  # other tensors, or tied to another layer: autocast casts them per call
             linear = isinstance(m, nn.Linear) or (isinstance(m, _Folded) and m.linear)
             w, b = own.get("weight"), own.get("bias")
-            if pad and name and linear and w is not None and w.dim() == 2 and (w.shape[0] % ALIGN or w.shape[1] % ALIGN):
+            odd = w is not None and w.dim() == 2 and (w.shape[0] % ALIGN or w.shape[1] % ALIGN)
+            if pad and name and linear and odd:
                 self._pad(name, w, b, dtype)
                 continue
             views = {n: self._view(t) for n, t in own.items() if t is not None}
