@@ -11,5 +11,10 @@ date -u +"start %F %T UTC"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_engine.py -k gpu 2>&1 | tee "$out/gpu-tests.txt"
 deadline=${1:-300}
+# clocks, power and throttle reasons once a second during the benchmark: is a GEMM-bound run power-limited?
+fields=timestamp,clocks.sm,clocks.mem,power.draw,power.limit,temperature.gpu,utilization.gpu
+(nvidia-smi --query-gpu=$fields,clocks_event_reasons.active --format=csv -l 1 2>/dev/null \
+    || nvidia-smi --query-gpu=$fields --format=csv -l 1) > "$out/gpu-clocks.csv" 2>/dev/null &
 timeout $((deadline + 90)) python3 -m bench.gpu --deadline "$deadline" 2>&1 | tee "$out/gpu-bench.txt"
+pkill -f "nvidia-smi --query-gpu=$fields" 2>/dev/null
 date -u +"end %F %T UTC"
