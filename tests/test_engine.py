@@ -490,9 +490,11 @@ def test_graph_plumbing_on_cpu(digits, monkeypatch, stand_in, precision):
         assert not ev.use_graph and "differs from the launched pass" in ev.info["graph_fallback"]
 
 
-def test_batch_and_graph_timing_on_cpu(monkeypatch):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_batch_and_graph_timing_on_cpu(monkeypatch, precision):
     """The GPU's batch/graph timing, run on CPU with the graph's CUDA calls stood in: every candidate
-    timed both ways, the fastest kept, and the surface it then computes equal to the plain one."""
+    timed both ways, the fastest kept, and the surface it then computes equal to the plain one
+    (in bf16: to bf16's tolerance, with the weights cast once per point inside the stood-in graph)."""
     import landscape.choices as choices
     import landscape.evaluate as engine
     monkeypatch.setattr(engine, "PointGraph", _Rerun)
@@ -500,7 +502,7 @@ def test_batch_and_graph_timing_on_cpu(monkeypatch):
     state, dirs = _setup(CNN)
     splits = {"train": data.digits().train}  # 1438 samples: candidates 512 and the whole split
     plain, _ = _eval(CNN, state, dirs, splits, **PLAIN)
-    ev = Evaluator(CNN(), state, dirs, splits, 10, **PLAIN)
+    ev = Evaluator(CNN(), state, dirs, splits, 10, **PLAIN, precision=precision)
     assert ev.batch_size == 1024 and "batch_decision" not in ev.info  # the CPU rule
     ev.batch_size = 1438  # as the GPU's memory probe would find: the whole split fits
     ev._time_candidates("auto")
@@ -508,7 +510,12 @@ def test_batch_and_graph_timing_on_cpu(monkeypatch):
     assert set(times) == {"512", "512g", "1438", "1438g"} and all(t > 0 for t in times.values())
     best = min(times, key=times.get)
     assert (ev.batch_size, ev.use_graph) == (int(best.rstrip("g")), best.endswith("g"))
-    _close(ev.evaluate(COORDS), plain)  # another batch size: equal to fp32 rounding, not bitwise
+    out = ev.evaluate(COORDS)
+    if precision == "fp32":
+        _close(out, plain)  # another batch size: equal to fp32 rounding, not bitwise
+    else:
+        assert ev.lowp is not None and 0 < ev.last_info["precision_check"] < 0.05
+        np.testing.assert_allclose(out["train_loss"], plain["train_loss"], rtol=0.05)
 
 
 def test_graphs_asked_for_but_not_capturable_fall_back_to_launching(monkeypatch):
