@@ -500,14 +500,14 @@ def test_batch_and_graph_timing_on_cpu(monkeypatch, precision):
     monkeypatch.setattr(engine, "PointGraph", _Rerun)
     monkeypatch.setattr(choices, "PointGraph", _Rerun)
     state, dirs = _setup(CNN)
-    splits = {"train": data.digits().train}  # 1438 samples: candidates 512 and the whole split
+    splits = {"train": data.digits().train}  # 1438 samples: candidates 512, 1024 and the whole split
     plain, _ = _eval(CNN, state, dirs, splits, **PLAIN)
     ev = Evaluator(CNN(), state, dirs, splits, 10, **PLAIN, precision=precision)
     assert ev.batch_size == 1024 and "batch_decision" not in ev.info  # the CPU rule
     ev.batch_size = 1438  # as the GPU's memory probe would find: the whole split fits
     ev._time_candidates("auto")
     times = ev.info["batch_decision"]
-    assert set(times) == {"512", "512g", "1438", "1438g"} and all(t > 0 for t in times.values())
+    assert set(times) == {"512", "512g", "1024", "1024g", "1438", "1438g"} and all(t > 0 for t in times.values())
     best = min(times, key=times.get)
     assert (ev.batch_size, ev.use_graph) == (int(best.rstrip("g")), best.endswith("g"))
     out = ev.evaluate(COORDS)
@@ -530,7 +530,7 @@ def test_graphs_asked_for_but_not_capturable_fall_back_to_launching(monkeypatch)
     ev = Evaluator(CNN(), state, dirs, {"train": data.digits().train}, 10, **PLAIN)
     ev.batch_size = 1438
     ev._time_candidates("true")
-    assert set(ev.info["batch_decision"]) == {"512", "1438"} and not ev.use_graph
+    assert set(ev.info["batch_decision"]) == {"512", "1024", "1438"} and not ev.use_graph
 
 
 def test_bad_engine_options_name_the_key():
@@ -572,9 +572,9 @@ def test_gpu_streaming_matches_resident(digits):
 @cuda
 def test_gpu_batch_size_and_graph_are_timed_and_cached(digits, tmp_path):
     state, dirs = _setup(CNN)
-    splits = {"train": data.digits().train}  # 1438 samples: candidates 512 and the whole split
+    splits = {"train": data.digits().train}  # 1438 samples: candidates 512, 1024 and the whole split
     ev = Evaluator(CNN(), state, dirs, splits, 10, device="cuda", compile=False, cache_dir=tmp_path)
-    assert set(ev.info["batch_decision"]) == {"512", "512g", "1438", "1438g"}
+    assert set(ev.info["batch_decision"]) == {"512", "512g", "1024", "1024g", "1438", "1438g"}
     assert all(t > 0 for t in ev.info["batch_decision"].values())
     assert ev.batch_size in (512, 1438)
     (cached,) = tmp_path.glob("engine-*.json")
