@@ -255,7 +255,7 @@ class Evaluator(EngineChoices):
     def set_point(self, coord: np.ndarray | torch.Tensor) -> None:
         """Weights (and, for a line, buffers) at one point, in place; folded weights follow."""
         c = self._on_device(coord)
-        self._moves += 1
+        self._moves += 1  # low-precision copies are recast before the next step uses them (`_step`)
         if self._mover is not None:
             try:
                 self._mover(self.theta0, self.d[0], self.d[1] if len(self.d) > 1 else None, c, self.flat,
@@ -286,10 +286,10 @@ class Evaluator(EngineChoices):
     def _apply(self, coords: np.ndarray | torch.Tensor, mode: str, points: int = 1) -> None:
         """Loop: move the model to coords[0]. vmap: fill the (P, N) weights of up to P points (padded)."""
         coords = self._on_device(coords)
-        self._moves += 1  # low-precision copies are recast before the next step uses them (`_step`)
         if mode == "loop":
             self.set_point(coords[0])
             return
+        self._moves += 1  # as in set_point: low-precision copies are recast before the next step uses them
         st = self._vmap_buffers(points)
         if len(coords) < points:  # a short last chunk repeats its last point
             coords = torch.cat([coords, coords[-1:].expand(points - len(coords), -1)])
