@@ -185,6 +185,15 @@ def test_dry_run_hints_compile_for_long_cpu_runs(base_args, tmp_path, resolution
     assert "eval.compile=true" not in out.stdout  # the user chose: no hint
 
 
+def test_status_engine_line_names_gpu_choices():
+    """The engine line as a GPU tile would record it (CPU tiles never pad or graph): every choice named."""
+    from launch.status import _engine
+    meta = {"engine_device_name": "NVIDIA_H100_80GB_HBM3", "engine_mode": "loop", "engine_batch_size": 1024,
+            "engine_compile": True, "engine_cuda_graph": True, "engine_fold_bn": False, "engine_padded_linear": 2}
+    assert _engine(meta) == "NVIDIA_H100_80GB_HBM3, loop, batch 1024, compiled, CUDA graph, 2 linear layers padded"
+    assert "padded" not in _engine(meta | {"engine_padded_linear": 0})
+
+
 def test_status_and_replot(one_tile):
     status = cli("landscape-status", one_tile).stdout
     assert "1 done" in status and "0 missing" in status and "points/s" in status
