@@ -51,7 +51,7 @@ from .errors import UserError
 from .flat import FlatLayout
 from .graphs import PointGraph
 from .hardware import backend_flags, device_name
-from .lowp import LowPrecisionNet, move_and_cast
+from .lowp import LowPrecisionNet
 from .stream import Stream
 from .sums import LOSSES, check_fits, point_sums
 
@@ -206,13 +206,7 @@ class Evaluator(EngineChoices):
 
         self.info: dict[str, Any] = {}
         self.lowp = self._low_precision_net(opts["pad_linear"], cuda)
-        self._moves, self._lowp_at = 0, -1  # points moved to; the move the low-precision weights were cast at
-        self._flat_cast_at = -1  # the move whose set_point also cast the flat vector (`move_and_cast`)
-        # CUDA, bf16/fp16: move and cast in one compiled kernel (plain addcmuls where lines move buffers too)
-        self._mover = None
-        if cuda and self.lowp is not None and self.bstep is None and hasattr(torch, "compile"):
-            _raise_recompile_limit()  # one compile per model size (and coordinate alignment)
-            self._mover = torch.compile(move_and_cast, dynamic=False)
+        self._moves = 0  # moves so far: low-precision copies are recast once per move, before a step uses them
         self.last_info: dict[str, Any] = {}
         self._compiled: dict[str, Callable] = {}
         self.mode, self.points, self.use_compile = "loop", 1, False
@@ -242,8 +236,13 @@ class Evaluator(EngineChoices):
             return None
         vectors = [self.flat] + ([self.folder.weights, self.folder.biases] if self.folder else [])
         pad = pad_option == "true" or (pad_option == "auto" and cuda)
+        # CUDA: move and cast in one compiled kernel (not where lines move buffers too)
+        fuse = cuda and self.bstep is None and hasattr(torch, "compile")
+        if fuse:
+            _raise_recompile_limit()  # one compile per model size (and coordinate alignment)
         try:
-            lowp = LowPrecisionNet(self.net, vectors, self.dtype, pad=pad, share=self.params + self.buffer_list)
+            lowp = LowPrecisionNet(self.net, vectors, self.dtype, pad=pad, share=self.params + self.buffer_list,
+                                   fuse=fuse)
         except Exception as err:  # noqa: BLE001 - a model deepcopy cannot copy: autocast casts per batch
             log.info("weights cast per batch by autocast: %s", str(err).splitlines()[0][:200])
             return None
@@ -255,16 +254,8 @@ class Evaluator(EngineChoices):
     def set_point(self, coord: np.ndarray | torch.Tensor) -> None:
         """Weights (and, for a line, buffers) at one point, in place; folded weights follow."""
         c = self._on_device(coord)
-        self._moves += 1  # low-precision copies are recast before the next step uses them (`_step`)
-        if self._mover is not None:
-            try:
-                self._mover(self.theta0, self.d[0], self.d[1] if len(self.d) > 1 else None, c, self.flat,
-                            self.lowp.low_of(self.flat))
-                self._flat_cast_at = self._moves
-            except Exception as err:  # noqa: BLE001 - a compiler failure: the plain ops below
-                log.warning("fused weight move failed (%s): plain ops from now on", str(err).splitlines()[0][:200])
-                self._mover = None
-        if self._flat_cast_at != self._moves:
+        self._moves += 1
+        if self.lowp is None or not self.lowp.move(self.theta0, self.d, c, self._moves):
             self._set_row(self.flat, self.bflat if self.bstep is not None else None, c)
         if self.folder:
             self.folder.fold(self.flat[None], self.bflat[None], self.folder.weights, self.folder.biases)
@@ -289,7 +280,7 @@ class Evaluator(EngineChoices):
         if mode == "loop":
             self.set_point(coords[0])
             return
-        self._moves += 1  # as in set_point: low-precision copies are recast before the next step uses them
+        self._moves += 1
         st = self._vmap_buffers(points)
         if len(coords) < points:  # a short last chunk repeats its last point
             coords = torch.cat([coords, coords[-1:].expand(points - len(coords), -1)])
@@ -353,7 +344,7 @@ class Evaluator(EngineChoices):
 
     def _make_step(self, mode: str, dtype: torch.dtype | None, points: int) -> Callable:
         net, loss, classify, cl = self.net, self.loss, self.classify, self.channels_last
-        if mode == "loop" and dtype is not None and self.lowp is not None and dtype == self.dtype:
+        if self._lowp_for(mode, dtype) is not None:
             net = self.lowp.net  # weights cast once per point (`_step` recasts them after a move)
         devtype = self.device.type
 
@@ -380,6 +371,10 @@ class Evaluator(EngineChoices):
             return point_sums(out, y, loss, classify)
         return vstep
 
+    def _lowp_for(self, mode: str, dtype: torch.dtype | None) -> LowPrecisionNet | None:
+        """The low-precision net, where a step uses it: loop mode in the run's bf16/fp16."""
+        return self.lowp if mode == "loop" and dtype is not None and dtype == self.dtype else None
+
     def _step(self, mode: str, x: torch.Tensor, y: torch.Tensor, split: Split, *, eager: bool = False,
               points: int = 1, dtype: Any = "run") -> torch.Tensor:
         """(P, 2) sums for one batch at the current point(s)."""
@@ -397,9 +392,8 @@ class Evaluator(EngineChoices):
         args = (x, y, split.scale, split.mean, split.std)
         if mode == "vmap":
             args += self._vmap_args(points, dtype)
-        elif dtype is not None and self.lowp is not None and dtype == self.dtype and self._lowp_at != self._moves:
-            self.lowp.refresh(done=self.flat if self._flat_cast_at == self._moves else None)
-            self._lowp_at = self._moves
+        elif (lowp := self._lowp_for(mode, dtype)) is not None:
+            lowp.refresh(self._moves)
         if not compiled:
             return fn(*args)
         try:

@@ -4,8 +4,9 @@ Under autocast every conv/linear casts its fp32 weight and bias on every call: w
 enough to keep activations in L2, that is ~2 small kernels per layer per batch (a ResNet-56 pass
 at batch 512: ~100 batches x ~110 casts). `LowPrecisionNet` is a copy of the net whose conv/linear
 weights and biases are low-precision views into copies of the fp32 vectors they view; `refresh()`
-recasts the whole vector once per point, with the same rounding autocast uses, so the values are
-the same (bitwise, tested on CPU). Everything else (BatchNorm, activations, the loss) still runs
+recasts each whole vector once per point, with the same rounding autocast uses, so the values are
+the same (bitwise, tested on CPU). On CUDA (`fuse`) the flat vector is moved and cast in one
+compiled kernel (`move_and_cast`) instead. Everything else (BatchNorm, activations, the loss) still runs
 under autocast from the shared fp32 tensors.
 
 `pad=True` (CUDA): a linear layer whose sizes are not multiples of 8 runs on zero-padded weights
@@ -15,13 +16,16 @@ input of 942 bf16 values per row pushes cuBLAS to slower kernels. Zero padding a
 from __future__ import annotations
 
 import copy
-from typing import Iterable
+import logging
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .bnfold import CONV_TYPES, _Folded
+
+log = logging.getLogger(__name__)
 
 CAST_TYPES = CONV_TYPES + (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear, _Folded)
 ALIGN = 8  # elements: 16 bytes of bf16/fp16
@@ -54,12 +58,14 @@ class LowPrecisionNet:
     """
 
     def __init__(self, net: nn.Module, vectors: list[torch.Tensor], dtype: torch.dtype, pad: bool = False,
-                 share: Iterable[torch.Tensor] = ()):
+                 share: Iterable[torch.Tensor] = (), fuse: bool = False):
         shared = {id(t): t for t in [*net.parameters(), *net.buffers(), *share]}
         self.net = copy.deepcopy(net, memo=dict(shared))  # new modules, the same tensors (`share`: others to keep)
         self.vectors = [(v, torch.empty_like(v, dtype=dtype)) for v in vectors]
         self.padded: list[tuple[torch.Tensor, torch.Tensor]] = []  # (padded destination, source)
         self.cast = self.npadded = 0  # layers cast once per point; of them, linear layers padded
+        self.at = self.flat_cast_at = -1  # the move the copies hold; the move `move` cast vectors[0] at
+        self.mover = torch.compile(move_and_cast, dynamic=False) if fuse else None
         users: dict[int, int] = {}
         for m in self.net.modules():
             for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False)):
@@ -101,21 +107,37 @@ class LowPrecisionNet:
         bp = None if b is None else torch.zeros(up(out), dtype=dtype, device=w.device)
         for low, src in ((wp[:out, :inp], w), (None if b is None else bp[:out], b)):
             if low is not None:  # recast from the low-precision vector where `src` has a place there: half the bytes
-                self.padded.append((low, self._view(src) if self._view(src) is not None else src))
+                self.padded.append((low, view if (view := self._view(src)) is not None else src))
         parent, _, leaf = name.rpartition(".")
         setattr(self.net.get_submodule(parent) if parent else self.net, leaf, _PaddedLinear(wp, bp, inp, out))
         self.cast += 1
         self.npadded += 1
 
-    def low_of(self, vector: torch.Tensor) -> torch.Tensor:
-        """The low-precision copy of one of `vectors`."""
-        return next(low for src, low in self.vectors if src is vector)
+    def move(self, theta0: torch.Tensor, d: Sequence[torch.Tensor], c: torch.Tensor, move: int) -> bool:
+        """Move vectors[0] to theta0 + c0 d1 (+ c1 d2) and cast it, in one kernel; False where not fused
+        (or the compiler failed: a warning, then the caller's plain ops from then on)."""
+        if self.mover is None:
+            return False
+        flat, low = self.vectors[0]
+        try:
+            self.mover(theta0, d[0], d[1] if len(d) > 1 else None, c, flat, low)
+        except Exception as err:  # noqa: BLE001 - a compiler failure
+            log.warning("fused weight move failed (%s): plain ops from now on", str(err).splitlines()[0][:200])
+            self.mover = None
+            return False
+        self.flat_cast_at = move
+        return True
 
-    def refresh(self, done: torch.Tensor | None = None) -> None:
-        """Recast after the fp32 weights moved: one copy per vector (but `done`, recast by `move_and_cast`),
-        then one per padded tensor."""
-        for src, low in self.vectors:
-            if src is not done:
+    def refresh(self, move: int) -> None:
+        """The copies for move `move` (a counter the engine steps per move), recast once per move."""
+        if self.at != move:
+            self.recast(skip_flat=self.flat_cast_at == move)
+            self.at = move
+
+    def recast(self, skip_flat: bool = False) -> None:
+        """One copy per vector (but vectors[0] where `move` already cast it), then one per padded tensor."""
+        for i, (src, low) in enumerate(self.vectors):
+            if i or not skip_flat:
                 low.copy_(src)
         for low, src in self.padded:
             low.copy_(src)

@@ -275,11 +275,11 @@ def test_bf16_weights_cast_once_per_point_equal_autocast(digits, monkeypatch, ma
     layers = [m for m in ev.lowp.net.modules() if isinstance(m, CAST_TYPES + (_PaddedLinear,))]
     assert len(layers) == 3 and all(m.weight.dtype == torch.bfloat16 for m in layers)
     refreshes = []
-    real = type(ev.lowp).refresh
-    monkeypatch.setattr(type(ev.lowp), "refresh", lambda self, **kw: (refreshes.append(1), real(self, **kw)))
+    real = type(ev.lowp).recast
+    monkeypatch.setattr(type(ev.lowp), "recast", lambda self, **kw: (refreshes.append(1), real(self, **kw)))
     _equal(ev.evaluate(COORDS), per_batch.evaluate(COORDS))
     assert len(refreshes) == len(COORDS) + 1  # once per point (and once for the precision check's point)
-    monkeypatch.setattr(type(ev.lowp), "refresh", lambda self, **kw: None)  # never recast: the weights stay put
+    monkeypatch.setattr(type(ev.lowp), "recast", lambda self, **kw: None)  # never recast: the weights stay put
     stale = ev.evaluate(COORDS[1:])
     assert np.abs(stale["train_loss"] - per_batch.evaluate(COORDS[1:])["train_loss"]).max() > 1e-3
 
@@ -291,13 +291,13 @@ def test_fused_move_and_cast_equals_the_plain_ops(digits, make, compiled):
     state, dirs = _setup(make)
     kw = {"precision": "bf16", "batch_size": 128, "mode": "loop"}
     plain = Evaluator(make(), state, dirs, digits, 10, **kw)
-    assert plain._mover is None  # CPU: plain ops
+    assert plain.lowp.mover is None  # CPU: plain ops
     ev = Evaluator(make(), state, dirs, digits, 10, **kw)
-    ev._mover = torch.compile(move_and_cast, dynamic=False) if compiled else move_and_cast
+    ev.lowp.mover = torch.compile(move_and_cast, dynamic=False) if compiled else move_and_cast
     _equal(ev.evaluate(COORDS), plain.evaluate(COORDS))
-    assert ev._mover is not None and ev._flat_cast_at == ev._moves  # no fallback to the plain ops
+    assert ev.lowp.mover is not None and ev.lowp.flat_cast_at == ev._moves  # no fallback to the plain ops
     assert torch.equal(ev.flat, plain.flat)
-    assert torch.equal(ev.lowp.low_of(ev.flat), ev.flat.to(torch.bfloat16))
+    assert torch.equal(ev.lowp.vectors[0][1], ev.flat.to(torch.bfloat16))
 
 
 def test_tied_weights_stay_fp32_under_autocast(digits):
@@ -609,9 +609,9 @@ def test_gpu_bf16_cast_once_and_padded_linear(digits):
     state, dirs = _setup(CNN)
     kw = {"device": "cuda", "batch_size": 128, "compile": False, "precision": "bf16", "cuda_graph": False}
     per_batch = Evaluator(CNN(), state, dirs, digits, 10, **kw)
-    per_batch.lowp = per_batch._mover = None  # autocast casts per batch, two addcmuls move the weights
+    per_batch.lowp = None  # autocast casts per batch, two addcmuls move the weights
     once, ev = _eval(CNN, state, dirs, digits, **kw)
-    assert ev.info["lowp_layers"] == 3 and ev._mover is not None and ev._flat_cast_at == ev._moves  # fused move ran
+    assert ev.info["lowp_layers"] == 3 and ev.lowp.mover is not None and ev.lowp.flat_cast_at == ev._moves  # fused
     _close(once, per_batch.evaluate(COORDS))
     state, dirs = _setup(ODD_MLP)
     padded, ev = _eval(ODD_MLP, state, dirs, digits, mode="loop", **kw)
