@@ -85,13 +85,14 @@ def run_tiles(run_dir: str, tile_ids: Iterable[int], device: torch.device | None
         if run.read_tile(tile)[0] is not None:  # a requeued or duplicate task: already done
             continue
         evaluator = evaluator or build_evaluator(run, device)
-        t0 = time.perf_counter()
-        values = evaluator.evaluate(tile.coords(run.grid))
-        elapsed = time.perf_counter() - t0
-        meta = {"seconds": elapsed, "host": socket.gethostname(), "pid": os.getpid(),
-                "device": str(evaluator.device), "points": tile.npoints, "finished": time.time(),
-                **evaluator.meta()}  # engine choices; precision_check for bf16/fp16
-        surface.write_tile(run.tile_file(tile), tile, run.fingerprint, values, meta)
+        with surface.in_progress(run.tile_file(tile)):  # landscape-status: running, whatever the backend
+            t0 = time.perf_counter()
+            values = evaluator.evaluate(tile.coords(run.grid))
+            elapsed = time.perf_counter() - t0
+            meta = {"seconds": elapsed, "host": socket.gethostname(), "pid": os.getpid(),
+                    "device": str(evaluator.device), "points": tile.npoints, "finished": time.time(),
+                    **evaluator.meta()}  # engine choices; precision_check for bf16/fp16
+            surface.write_tile(run.tile_file(tile), tile, run.fingerprint, values, meta)
         computed.append(tile_id)
         if on_done:
             on_done(tile_id, elapsed)

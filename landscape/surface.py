@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -21,9 +23,49 @@ def h5open(path: str | Path, mode: str = "r") -> h5py.File:
     return h5py.File(path, mode, locking=False)
 
 
+@dataclass(frozen=True)
+class Private:
+    """A file one process keeps beside `target`: its temporary copy (`tmp`) or its in-progress mark (`run`)."""
+
+    path: Path
+    target: str
+    host: str
+    pid: int
+    kind: str
+
+
+def private_name(path: Path, kind: str) -> Path:
+    """`.NAME.<host>.<pid>.<kind>` beside `path`: which process on which host made it."""
+    return path.with_name(f".{path.name}.{os.uname().nodename}.{os.getpid()}.{kind}")
+
+
+def private_files(folder: Path) -> list[Private]:
+    """The temporary files and in-progress marks in `folder`, with the host and pid that made them."""
+    found = []
+    for p in folder.glob(".*.h5.*"):
+        target, _, rest = p.name[1:].partition(".h5.")
+        host, _, tail = rest.rpartition(".")
+        host, _, pid = host.rpartition(".")
+        if pid.isdigit() and tail in ("tmp", "run"):
+            found.append(Private(p, target + ".h5", host, int(pid), tail))
+    return found
+
+
+@contextmanager
+def in_progress(path: Path) -> Iterator[None]:
+    """Mark `path` as being computed by this process (landscape-status counts it as running)."""
+    mark = private_name(path, "run")
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.touch()
+    try:
+        yield
+    finally:
+        mark.unlink(missing_ok=True)
+
+
 def atomic_h5(path: Path):
     """Context manager: write an HDF5 file under a private temporary name, then rename it in place."""
-    tmp = path.with_name(f".{path.name}.{os.uname().nodename}.{os.getpid()}.tmp")
+    tmp = private_name(path, "tmp")
 
     class _Writer:
         def __enter__(self) -> h5py.File:

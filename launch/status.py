@@ -12,6 +12,7 @@ from pathlib import Path
 from jobs.run import RunDir
 from landscape import surface
 
+from . import lock
 from .backends import arrays
 from .cli import user_errors
 
@@ -54,6 +55,17 @@ def _engine(m: dict) -> str:
     return ", ".join(parts)
 
 
+def _writing(run: RunDir, driven: bool, sched: dict[int, tuple[str, str]]) -> set[int]:
+    """Tiles a live process is computing or writing: on this host by pid; elsewhere while a driver or the
+    scheduler says the run goes on. A killed worker's leftover files do not count."""
+    out = set()
+    for p, live in lock.writers(run.path):
+        tid = int(p.target.split(".")[0])
+        if live or (live is None and (driven or sched.get(tid, ("",))[0] in arrays.ACTIVE)):
+            out.add(tid)
+    return out
+
+
 def summary(run: RunDir) -> str:
     """A few lines a researcher can read at a glance."""
     cfg = run.config  # first: a clear error when this is no run directory
@@ -64,9 +76,9 @@ def summary(run: RunDir) -> str:
             reasons[tile.id] = why
         else:
             metas.append(values["_meta"])
-    tmp = (run.path / "tiles").glob(".*.tmp") if (run.path / "tiles").is_dir() else []
-    writing = {int(p.name.split(".")[1]) for p in tmp}
+    driver = lock.current_driver(run.path)
     sched = scheduler_view(run, set(reasons))
+    writing = _writing(run, driver is not None, sched)
     queued = {t for t, v in sched.items() if v[0] == "PENDING" and t not in writing}
     running = {t for t in reasons if t in writing or sched.get(t, ("",))[0] in arrays.ACTIVE} - queued
     failed = {t: v for t, v in sched.items()
@@ -91,7 +103,9 @@ def summary(run: RunDir) -> str:
         lines.append(f"speed: {per_worker:.2f} points/s per worker, {overall:.2f} points/s overall")
         if left:
             lines.append(f"time left: about {_fmt_seconds(left / overall)} at the overall rate")
-    if reasons and not running:
+    if driver:
+        lines.append(f"driver: {driver.describe()}")
+    elif reasons and not running:
         lines.append(f"to finish: landscape-surface run.dir={run.path}  (computes only the missing tiles)")
     checks = [float(m["precision_check"]) for m in metas if "precision_check" in m]
     checks = [c for c in checks if c == c] or checks  # NaN only where fp32 itself was not finite

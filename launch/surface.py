@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import nullcontext
 from typing import Any
 
 from landscape.errors import UserError
 
 from jobs.reduce import reduce
-from . import backends, config
+from . import backends, config, lock
 from .cli import user_errors, with_saved_overrides
 from .plan import describe
 from .prepare import prepare
@@ -46,12 +47,14 @@ def drive(cfg: dict[str, Any], overrides: list[str]) -> int:
         print(describe(run, todo, launcher))
         return 0
     t0 = time.perf_counter()
-    if todo:
-        run_backend(run, todo, launcher)
-    if not launcher.get("wait", True):
-        print(f"submitted; follow with: landscape-status {run.path}")
-        return 0
-    result = reduce(run.path)
+    computing = todo and launcher["name"] != "none"
+    with lock.hold(run.path, launcher["name"]) if computing else nullcontext():
+        if todo:
+            run_backend(run, todo, launcher)
+        if not launcher.get("wait", True):
+            print(f"submitted; follow with: landscape-status {run.path}")
+            return 0
+        result = reduce(run.path)
     plots = draw(run, cfg["plot"])
     print(f"surface {result.path}: {result.done}/{result.total} tiles ({time.perf_counter() - t0:.1f} s)")
     print(f"plots   {run.path / 'plots'}: {', '.join(p.name for p in plots)}")
