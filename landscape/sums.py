@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Split
-from .errors import UserError
+from .errors import UserError, first_line
 
 LOSSES = ("cross_entropy", "mse", "mae")
 
@@ -26,7 +26,7 @@ def check_fits(model: nn.Module, split: Split, num_classes: int) -> None:
             out = model.eval()(head.inputs(0, 2))
     except RuntimeError as err:
         raise UserError(f"data of shape {tuple(split.x.shape[1:])} does not fit the model: "
-                        f"{str(err).splitlines()[0]}") from err
+                        f"{first_line(err)}") from err
     if num_classes > 0 and (out.dim() != 2 or out.shape[1] != num_classes):
         raise UserError(f"the model outputs shape {tuple(out.shape[1:])} but the data have "
                         f"{num_classes} classes: set the model's num_classes to match")
