@@ -53,7 +53,7 @@ from .graphs import PointGraph
 from .hardware import backend_flags, device_name
 from .lowp import LowPrecisionNet
 from .stream import Stream
-from .sums import LOSSES, check_fits, point_sums
+from .sums import check_fits, check_loss, point_sums
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,7 @@ def check_options(loss: str = "cross_entropy", precision: str = "fp32", *, mode:
 
     `landscape-surface` calls it before writing anything, the Evaluator again on every worker.
     """
-    if loss not in LOSSES:
-        raise UserError(f"loss '{loss}' is unknown: use one of {', '.join(LOSSES)}")
+    check_loss(loss)
     if precision not in PRECISIONS:
         raise UserError(f"precision '{precision}' is unknown: use one of {', '.join(PRECISIONS)}")
     if mode not in MODES:

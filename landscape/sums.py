@@ -13,6 +13,14 @@ from .errors import UserError, first_line
 LOSSES = ("cross_entropy", "mse", "mae")
 
 
+def check_loss(loss: str, classify: bool | None = None) -> None:
+    """A UserError for an unknown loss, or cross_entropy on regression data (`classify` False), before any compute."""
+    if loss not in LOSSES:
+        raise UserError(f"loss '{loss}' is unknown: use one of {', '.join(LOSSES)}")
+    if loss == "cross_entropy" and classify is not None and not classify:
+        raise UserError("loss cross_entropy needs class labels; use loss=mse or loss=mae for regression")
+
+
 def loss_sum(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool) -> tuple[torch.Tensor, int]:
     """Sum of the per-element loss (fp32) over one batch and the number of elements it averages over."""
     return point_sums(out[None], y, loss, classify)[0, 0], y.shape[0] if loss == "cross_entropy" else out.numel()
@@ -33,11 +41,10 @@ def check_fits(model: nn.Module, split: Split, num_classes: int) -> None:
 
 def point_sums(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool) -> torch.Tensor:
     """(P, 2) fp32 [loss sum, correct count] of outputs `out` (P, B, ...) against targets `y` (B, ...)."""
+    check_loss(loss, classify)  # never a silent fallback to another loss
     out = out.float()  # fp16/bf16 logits to fp32 before any reduction
     p = out.shape[0]
     if loss == "cross_entropy":
-        if not classify:
-            raise UserError("loss cross_entropy needs class labels; use loss=mse or loss=mae for regression")
         picked = out.gather(-1, y.view(1, -1, 1).expand(p, -1, 1)).squeeze(-1)
         total = (torch.logsumexp(out, -1) - picked).sum(1)
     else:
