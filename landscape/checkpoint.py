@@ -1,4 +1,6 @@
 """Checkpoints: safe loading (weights_only) and a clear message when one does not fit a model."""
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +15,42 @@ StateDict = dict[str, torch.Tensor]
 def load_state(path: str | Path, mmap: bool = False) -> StateDict:
     """A plain state_dict, or one stored under `state_dict` / `model` in a dict (`mmap`: read lazily)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
+    _check_file(path)
     try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it in one line
+            warnings.simplefilter("ignore")
+            obj: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many types for corrupt or unsafe files
-        raise UserError(f"checkpoint {path} cannot be read: {str(err).splitlines()[0]}") from err
+        raise UserError(_load_failure(path, err)) from err
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"checkpoint {path} holds no state_dict (plain, or under 'state_dict'/'model')")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _check_file(path: Path) -> None:
+    """A UserError for a path that cannot be a checkpoint file: missing, a directory, empty."""
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a directory; give a .pt file")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint {path} is empty (0 bytes): an interrupted save? train or copy it again")
+
+
+def _load_failure(path: Path, err: Exception) -> str:
+    """What a torch.load failure means, in one line: a file of another kind, or pickled objects that
+    weights_only loading refuses (torch's own advice, weights_only=False, could run arbitrary code)."""
+    text = str(err).split("WeightsUnpickler error:", 1)[-1]
+    unsafe = re.search(r"GLOBAL (\S+)", text)
+    if unsafe:
+        return (f"checkpoint {path} holds Python objects besides tensors ({unsafe[1]}; a whole pickled model?), "
+                "not loaded for safety: save model.state_dict() with torch.save instead")
+    lines = text.strip().splitlines()
+    reason = f"{type(err).__name__}: {lines[0].split('. ')[0]}" if lines else type(err).__name__
+    return f"checkpoint {path} is not a PyTorch checkpoint, or a damaged one (torch.load failed: {reason})"
 
 
 def check_fits(model: nn.Module, state: StateDict, path: str | Path, model_name: str = "model") -> None:

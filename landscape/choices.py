@@ -20,6 +20,7 @@ import torch
 
 from .data import Split
 from .graphs import PointGraph
+from .errors import first_line
 from .hardware import device_name, sync
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class EngineChoices:
             try:
                 decision[f"vmap{p}"] = self._seconds(vmap_once, 2) / p
             except (RuntimeError, NotImplementedError) as err:  # an op without a vmap rule, or out of memory
-                log.info("vmap at %d points failed: %s", p, str(err).splitlines()[0])
+                log.info("vmap at %d points failed: %s", p, first_line(err))
                 break
         best = min(decision, key=decision.get)
         if best != "loop" and decision[best] * VMAP_MIN_GAIN <= decision["loop"]:
@@ -226,7 +227,7 @@ class EngineChoices:
         try:
             self._step(self.mode, x, y, split, points=self.points)
         except Exception as err:  # noqa: BLE001 - any compiler failure means: run eager
-            log.warning("torch.compile failed (%s): running eager", str(err).splitlines()[0][:200])
+            log.warning("torch.compile failed (%s): running eager", first_line(err, 200))
             self._compiled.clear()
             return False
         if "fallback" in self.info:
@@ -280,7 +281,7 @@ class EngineChoices:
                     times[f"{batch}{'g' if graph else ''}"] = self._time_pass(probe, graph) / n
                 except Exception as err:  # noqa: BLE001 - out of memory, a failed capture: not a candidate
                     log.info("batch %d%s not timed: %s", batch, " with a graph" if graph else "",
-                             str(err).splitlines()[0][:200])
+                             first_line(err, 200))
                     torch.cuda.empty_cache()
         if not times and graphs == [True]:
             log.warning("eval.cuda_graph=true: no pass could be captured on %s; running without graphs",

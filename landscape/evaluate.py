@@ -47,13 +47,13 @@ from .checkpoint import StateDict
 from .choices import EngineChoices
 from .data import Split, normalize
 from .directions import Directions
-from .errors import UserError
+from .errors import UserError, first_line
 from .flat import FlatLayout
 from .graphs import PointGraph
 from .hardware import backend_flags, device_name
 from .lowp import LowPrecisionNet
 from .stream import Stream
-from .sums import LOSSES, check_fits, point_sums
+from .sums import check_fits, check_loss, point_sums
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,7 @@ def check_options(loss: str = "cross_entropy", precision: str = "fp32", *, mode:
 
     `landscape-surface` calls it before writing anything, the Evaluator again on every worker.
     """
-    if loss not in LOSSES:
-        raise UserError(f"loss '{loss}' is unknown: use one of {', '.join(LOSSES)}")
+    check_loss(loss)
     if precision not in PRECISIONS:
         raise UserError(f"precision '{precision}' is unknown: use one of {', '.join(PRECISIONS)}")
     if mode not in MODES:
@@ -189,7 +188,7 @@ class Evaluator(EngineChoices):
                 if not folder.pairs:
                     say("eval.fold_bn: no conv/linear -> BatchNorm pair found; running unfolded")
             except Exception as err:  # fx cannot trace every model (data-dependent control flow)
-                say("eval.fold_bn: cannot trace the model (%s); running unfolded", str(err).splitlines()[0])
+                say("eval.fold_bn: cannot trace the model (%s); running unfolded", first_line(err))
         self.net = self.folder.net if self.folder else self.model
 
         # data: resident on the device unless it does not fit (or streaming is forced)
@@ -244,7 +243,7 @@ class Evaluator(EngineChoices):
             lowp = LowPrecisionNet(self.net, vectors, self.dtype, pad=pad, share=self.params + self.buffer_list,
                                    fuse=fuse)
         except Exception as err:  # noqa: BLE001 - a model deepcopy cannot copy: autocast casts per batch
-            log.info("weights cast per batch by autocast: %s", str(err).splitlines()[0][:200])
+            log.info("weights cast per batch by autocast: %s", first_line(err, 200))
             return None
         self.info.update({"lowp_layers": lowp.cast, "padded_linear": lowp.npadded})
         return lowp
@@ -399,9 +398,9 @@ class Evaluator(EngineChoices):
         try:
             return fn(*args)
         except Exception as err:  # noqa: BLE001 - compiler failures of any kind: fall back to eager
-            log.warning("torch.compile failed (%s): running eager from now on", str(err).splitlines()[0][:200])
+            log.warning("torch.compile failed (%s): running eager from now on", first_line(err, 200))
             self.use_compile = False
-            self.info["fallback"] = str(err).splitlines()[0][:200]
+            self.info["fallback"] = first_line(err, 200)
             return self._step(mode, x, y, split, eager=True, points=points, dtype=dtype)
 
     # ------------------------------------------------------------------ a batch of points
@@ -476,8 +475,8 @@ class Evaluator(EngineChoices):
                                self.device)
             self.info["graph_check"] = graph.check
         except Exception as err:  # noqa: BLE001 - capture is best-effort: the plain pass is always correct
-            log.warning("CUDA graph disabled: %s", str(err).splitlines()[0][:200])
-            self.info["graph_fallback"] = str(err).splitlines()[0][:200]
+            log.warning("CUDA graph disabled: %s", first_line(err, 200))
+            self.info["graph_fallback"] = first_line(err, 200)
             self.use_graph, graph = False, None
         self._graphs[key] = graph
         return graph

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bnfold import CONV_TYPES, _Folded
+from .errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class LowPrecisionNet:
         try:
             self.mover(theta0, d[0], d[1] if len(d) > 1 else None, c, flat, low)
         except Exception as err:  # noqa: BLE001 - a compiler failure
-            log.warning("fused weight move failed (%s): plain ops from now on", str(err).splitlines()[0][:200])
+            log.warning("fused weight move failed (%s): plain ops from now on", first_line(err, 200))
             self.mover = None
             return False
         self.flat_cast_at = move

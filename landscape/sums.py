@@ -8,9 +8,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Split
-from .errors import UserError
+from .errors import UserError, first_line
 
 LOSSES = ("cross_entropy", "mse", "mae")
+
+
+def check_loss(loss: str, classify: bool | None = None) -> None:
+    """A UserError for an unknown loss, or cross_entropy on regression data (`classify` False), before any compute."""
+    if loss not in LOSSES:
+        raise UserError(f"loss '{loss}' is unknown: use one of {', '.join(LOSSES)}")
+    if loss == "cross_entropy" and classify is not None and not classify:
+        raise UserError("loss cross_entropy needs class labels; use loss=mse or loss=mae for regression")
 
 
 def loss_sum(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool) -> tuple[torch.Tensor, int]:
@@ -26,18 +34,17 @@ def check_fits(model: nn.Module, split: Split, num_classes: int) -> None:
             out = model.eval()(head.inputs(0, 2))
     except RuntimeError as err:
         raise UserError(f"data of shape {tuple(split.x.shape[1:])} does not fit the model: "
-                        f"{str(err).splitlines()[0]}") from err
+                        f"{first_line(err)}") from err
     if num_classes > 0 and (out.dim() != 2 or out.shape[1] != num_classes):
         raise UserError(f"the model outputs shape {tuple(out.shape[1:])} but the data have "
                         f"{num_classes} classes: set the model's num_classes to match")
 
 def point_sums(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool) -> torch.Tensor:
     """(P, 2) fp32 [loss sum, correct count] of outputs `out` (P, B, ...) against targets `y` (B, ...)."""
+    check_loss(loss, classify)  # never a silent fallback to another loss
     out = out.float()  # fp16/bf16 logits to fp32 before any reduction
     p = out.shape[0]
     if loss == "cross_entropy":
-        if not classify:
-            raise UserError("loss cross_entropy needs class labels; use loss=mse or loss=mae for regression")
         picked = out.gather(-1, y.view(1, -1, 1).expand(p, -1, 1)).squeeze(-1)
         total = (torch.logsumexp(out, -1) - picked).sum(1)
     else:

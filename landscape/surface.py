@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping
 import h5py
 import numpy as np
 
+from .errors import first_line
 from .grid import Grid, Tile
 
 
@@ -109,7 +110,7 @@ def read_tile(path: Path, tile: Tile, fingerprint: str) -> tuple[dict[str, np.nd
             values = {k: f[k][()] for k in f.keys()}
             meta = {k: a[k] for k in a.keys()}
     except (OSError, KeyError, ValueError) as err:
-        return None, f"unreadable ({str(err).splitlines()[0][:80]})"
+        return None, f"unreadable ({first_line(err, 80)})"
     if not values or any(v.shape != tile.shape for v in values.values()):
         return None, "datasets missing or of the wrong shape"
     values["_meta"] = meta  # type: ignore[assignment]

@@ -11,7 +11,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from landscape.errors import UserError
+from landscape.errors import UserError, first_line
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Keys that never change a value on the surface: they may differ between a run and its resume.
@@ -35,7 +35,7 @@ def load(name: str, overrides: list[str]) -> dict[str, Any]:
                             f"(give it on the command line, e.g. {missing[0]}=...)")
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except (HydraException, OmegaConfBaseException) as err:
-        raise UserError(str(err).splitlines()[0]) from err
+        raise UserError(first_line(err)) from err
 
 
 def _missing_keys(cfg, prefix: str = "") -> list[str]:

@@ -1,6 +1,7 @@
 """`make demo`: train the digits CNN, then three surfaces with the local launcher, plots included.
 
-Each step is the real command a user would type; rerunning resumes (finished runs compute nothing).
+Each step is the real command a user would type; rerunning resumes: the finished training is reused
+(`already trained`), so the surfaces find the same checkpoints and compute nothing.
 """
 from __future__ import annotations
 

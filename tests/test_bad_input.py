@@ -69,10 +69,15 @@ def test_checkpoint_mismatch_names_keys_and_shapes(trained, tmp_path):
         assert piece in out.stderr
 
 
-def test_corrupt_checkpoint(tmp_path):
-    (tmp_path / "bad.pt").write_bytes(np.arange(100, dtype=np.uint8).tobytes())
+@pytest.mark.parametrize("kind", ["garbage", "empty"])
+def test_corrupt_checkpoint(tmp_path, kind):
+    data = np.arange(100, dtype=np.uint8).tobytes() if kind == "garbage" else b""
+    (tmp_path / "bad.pt").write_bytes(data)
     out = cli("landscape-surface", f"checkpoint={tmp_path / 'bad.pt'}", f"run.dir={tmp_path / 'r'}", check=False)
-    assert out.returncode == 2 and "cannot be read" in out.stderr
+    lines = out.stderr.strip().splitlines()
+    expected = "is not a PyTorch checkpoint" if kind == "garbage" else "is empty (0 bytes)"
+    assert out.returncode == 2 and len(lines) == 1 and expected in lines[0], out.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_plot_of_missing_run(tmp_path):
