@@ -1,7 +1,8 @@
 """`landscape-train model=... data=... train.epochs=8 run.dir=R`: R/checkpoints/epoch_000.pt ... last.pt.
 
-The same command again finds the finished training and trains nothing; a run.dir holding checkpoints of
-another (or an unfinished) training is refused unless `train.overwrite=true`, so trajectories never mix.
+The same command again finds the finished training and trains nothing (an interrupted one starts again);
+a run.dir holding checkpoints of another training is refused unless `train.overwrite=true`, so
+trajectories never mix.
 """
 from __future__ import annotations
 
@@ -54,15 +55,14 @@ def _differences(out: Path, cfg: dict[str, Any]) -> list[str] | None:
 
 def already_trained(out: Path, cfg: dict[str, Any]) -> bool:
     """True if `out` holds a finished training of this configuration; a UserError if it holds checkpoints
-    of another or an unfinished one (unless train.overwrite=true: they will be replaced)."""
+    of another one (unless train.overwrite=true: they will be replaced)."""
     ckpts = out / "checkpoints"
     if cfg["train"].get("overwrite") or not _written(ckpts):
         return False
     diffs = _differences(out, cfg)
-    if diffs == [] and (ckpts / "last.pt").is_file():
-        return True
-    what = ("an unfinished training (no last.pt)" if diffs == [] else
-            f"another training ({'; '.join(diffs)})" if diffs else "a training of unknown configuration (no train.yaml)")
+    if diffs == []:  # this training: finished, or interrupted (then started again: nothing finished is lost)
+        return (ckpts / "last.pt").is_file()
+    what = f"another training ({'; '.join(diffs)})" if diffs else "a training of unknown configuration (no train.yaml)"
     raise UserError(f"{ckpts} already holds checkpoints of {what}: train.overwrite=true replaces them, "
                     "or choose another run.dir")
 

@@ -76,13 +76,21 @@ def test_the_same_finished_training_is_reused(trained_run, capsys):
     assert _snapshot(trained_run) == before
 
 
-def test_an_unfinished_training_is_refused(trained_run, tmp_path, capsys):
+def test_an_interrupted_training_starts_again(trained_run, tmp_path, capsys):
+    """Same configuration, no last.pt (killed mid-way, e.g. an interrupted `make demo`): trained again,
+    every stale epoch file replaced; another configuration's unfinished training is still refused."""
     run = shutil.copytree(trained_run, tmp_path / "R")
     (run / "checkpoints" / "last.pt").unlink()
+    (run / "checkpoints" / "epoch_002.pt").unlink()
+    stale = (run / "checkpoints" / "epoch_001.pt").stat().st_mtime_ns
     before = _snapshot(run)
-    rc, _, err = _run(capsys, *TINY, f"run.dir={run}")
-    _one_error_line(rc, err, "an unfinished training (no last.pt)")
+    rc, _, err = _run(capsys, "model=digits_cnn", "data=digits", "train.epochs=1", f"run.dir={run}")
+    _one_error_line(rc, err, "holds checkpoints of another training (train.epochs: 2 -> 1)")
     assert _snapshot(run) == before
+    rc, out, _ = _run(capsys, *TINY, f"run.dir={run}")
+    assert rc == 0 and "epoch_000.pt .. epoch_002.pt, last.pt" in out
+    assert (run / "checkpoints" / "last.pt").is_file()
+    assert (run / "checkpoints" / "epoch_001.pt").stat().st_mtime_ns != stale
 
 
 def test_overwrite_leaves_no_stale_checkpoint(trained_run, tmp_path, capsys):
