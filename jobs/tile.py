@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 import torch
 
 from landscape import checkpoint, data, surface
+from landscape.errors import UserError
 from landscape.evaluate import TRISTATES, Evaluator
 from landscape.hardware import tune_cpu_malloc
 from landscape.spec import instantiate
@@ -27,6 +28,32 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
+
+
+def devices_here() -> list[str]:
+    """The devices this machine offers torch: cpu, then each visible GPU (and mps on a Mac)."""
+    mps = getattr(torch.backends, "mps", None)
+    return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] + (
+        ["mps"] if mps is not None and mps.is_available() else [])
+
+
+def check_device(requested: str, here: bool = True) -> None:
+    """`eval.device` names a torch device and, where workers run on this machine (`here`), one it has.
+
+    Checked by the driver before a run is written: a worker would otherwise fail with a traceback.
+    """
+    if requested == "auto":
+        return
+    try:
+        device = torch.device(str(requested))
+    except (RuntimeError, TypeError) as err:
+        raise UserError(f"eval.device '{requested}' is not a device: use auto, cpu, cuda or cuda:N "
+                        f"(this machine has {', '.join(devices_here())})") from err
+    have = devices_here()
+    name = f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
+    if here and name not in have:
+        raise UserError(f"eval.device '{requested}' is not available: this machine has {', '.join(have)}; "
+                        "use eval.device=auto or one of those")
 
 
 def set_cpu_threads() -> int:
@@ -53,7 +80,7 @@ def build_evaluator(run: RunDir, device: torch.device | None = None) -> Evaluato
     names = [n for n, _ in model.named_parameters()]
     dataset = data.load(cfg["data"])
     split = cfg["data"]["split"]
-    splits = {s: dataset.split(s) for s in (("train", "test") if split == "both" else (split,))}
+    splits = {s: dataset.split(s) for s in data.split_names(split)}
     if cfg["data"].get("subset"):  # quick look: a fixed seeded subset, marked approximate by the reducer
         splits = {s: data.subset(v, int(cfg["data"]["subset"]), cfg.get("seed", 0)) for s, v in splits.items()}
     return Evaluator(model, origin, run.load_directions(names), splits, dataset.num_classes,

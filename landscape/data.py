@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -96,12 +97,13 @@ def digits(test_fraction: float = 0.2, seed: int = 0) -> Data:
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
 
 def cifar10(root: str | Path) -> Data:
     """CIFAR-10 from the standard python folder (`data_batch_1..5`, `test_batch`), kept as uint8."""
     root = Path(root)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    names = list(CIFAR_FILES)
     absent = [n for n in names if not (root / n).is_file()]
     if absent:
         raise UserError(f"CIFAR-10 folder {root} lacks {', '.join(absent)}: point data.root at the "
@@ -120,23 +122,90 @@ def cifar10(root: str | Path) -> Data:
     return Data(read(names[:5]), read(names[5:]), num_classes=10)
 
 
-def tensors(path: str | Path, test_fraction: float = 0.2, seed: int = 0) -> Data:
-    """Arrays `x`, `y` (optionally `x_test`, `y_test`) from `.npz` or `.h5`; integer `y` means classes."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"data file {path} does not exist")
-    if path.suffix == ".npz":
-        with np.load(path) as f:
-            arrays = {k: f[k] for k in f.files}
-    else:
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an `.npz` or HDF5 file; a UserError naming the file when it cannot be read as one."""
+    kind = "an .npz archive (numpy.savez)" if path.suffix == ".npz" else "an HDF5 file (h5py)"
+    if path.stat().st_size == 0:
+        raise UserError(f"data file {path} is empty (0 bytes): it should be {kind} with arrays x and y")
+    try:
+        if path.suffix == ".npz":
+            return _read_npz(path)
         import h5py
 
         with h5py.File(path, "r", locking=False) as f:
-            arrays = {k: f[k][()] for k in f.keys()}
+            return {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise UserError(f"data file {path} cannot be read as {kind}: {reason}") from err
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a zip written by numpy.savez; a ValueError for anything else (a lone .npy, text)."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError("it is not a zip archive of arrays (what numpy.savez writes)")
+    with np.load(path) as f:  # allow_pickle=False: object arrays raise ValueError
+        return {k: f[k] for k in f.files}
+
+
+def _check_pair(path: Path, arrays: Mapping[str, np.ndarray], xk: str, yk: str) -> None:
+    """Numbers, one row per sample, as many rows in x as in y, no NaN or inf: else a UserError naming the array."""
+    for key in (xk, yk):
+        a = arrays[key]
+        if a.dtype.kind not in "biuf":
+            raise UserError(f"data file {path}: array {key} holds {a.dtype} values; x and y must be numbers")
+        if a.ndim == 0 or a.size == 0:
+            raise UserError(f"data file {path}: array {key} has no samples (shape {a.shape})")
+        bad = int((~np.isfinite(a.reshape(len(a), -1))).any(1).sum()) if a.dtype.kind == "f" else 0
+        if bad:
+            raise UserError(f"data file {path}: array {key} has NaN or inf in {bad} of {len(a)} samples; "
+                            "remove or fill them (every point's loss would be NaN)")
+    if len(arrays[xk]) != len(arrays[yk]):
+        raise UserError(f"data file {path}: {xk} has {len(arrays[xk])} samples but {yk} has {len(arrays[yk])}; "
+                        "give one target per sample")
+
+
+def _class_count(path: Path, ys: list[np.ndarray], num_classes: int) -> int:
+    """The number of classes: `num_classes` if given (labels must lie below it), else the largest label + 1."""
+    labels = [np.issubdtype(y.dtype, np.integer) for y in ys]
+    if len(set(labels)) > 1:
+        raise UserError(f"data file {path}: y and y_test must both hold integer class labels or both float targets")
+    if not labels[0]:
+        if num_classes:
+            raise UserError(f"data file {path}: y holds floats (regression targets) but data.num_classes is "
+                            f"{num_classes}: store integer class labels, or set data.num_classes=0 for regression")
+        return 0
+    lo, hi = min(int(y.min()) for y in ys), max(int(y.max()) for y in ys)
+    if lo < 0:
+        raise UserError(f"data file {path}: class label {lo} in y is negative; labels are 0 .. classes-1")
+    if num_classes and hi >= num_classes:
+        raise UserError(f"data file {path}: class label {hi} in y is not below data.num_classes={num_classes}; "
+                        "labels must lie in [0, num_classes)")
+    return num_classes or hi + 1
+
+
+def tensors(path: str | Path, test_fraction: float = 0.2, seed: int = 0, num_classes: int = 0) -> Data:
+    """Arrays `x`, `y` (optionally `x_test`, `y_test`) from `.npz` or `.h5`; integer `y` means classes.
+
+    `num_classes` 0 infers the classes from the labels (0 .. max); every array is checked on load so that
+    a bad file stops the driver with one line instead of a worker with a traceback.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"data file {path} does not exist")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise UserError(f"data.num_classes is {num_classes!r}: use 0 (classes from the labels, or regression "
+                        "for float y) or the number of classes")
+    arrays = _read_arrays(path)
     if "x" not in arrays or "y" not in arrays:
         raise UserError(f"data file {path} needs arrays 'x' and 'y' (has {sorted(arrays)})")
-    classify = np.issubdtype(arrays["y"].dtype, np.integer)
-    ytype = np.int64 if classify else np.float32
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise UserError(f"data file {path} has {'x_test' if 'x_test' in arrays else 'y_test'} without "
+                        f"{'y_test' if 'x_test' in arrays else 'x_test'}: give both, or neither (test_fraction)")
+    pairs = [("x", "y")] + ([("x_test", "y_test")] if "x_test" in arrays else [])
+    for xk, yk in pairs:
+        _check_pair(path, arrays, xk, yk)
+    num_classes = _class_count(path, [arrays[yk] for _, yk in pairs], num_classes)
+    ytype = np.int64 if num_classes else np.float32
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:
         return Split(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(ytype)))
@@ -146,7 +215,6 @@ def tensors(path: str | Path, test_fraction: float = 0.2, seed: int = 0) -> Data
     else:
         tr, te = _seeded_split(len(arrays["y"]), test_fraction, seed)
         tr_split, te_split = split(arrays["x"][tr], arrays["y"][tr]), split(arrays["x"][te], arrays["y"][te])
-    num_classes = int(arrays["y"].max()) + 1 if classify else 0
     return Data(tr_split, te_split, num_classes)
 
 
@@ -166,15 +234,25 @@ def synthetic(shape: tuple[int, ...] = (3, 32, 32), n_train: int = 512, n_test: 
     return Data(split(n_train), split(n_test), num_classes)
 
 
+def check_subset(n: Any) -> None:
+    """`data.subset`: null, or a whole number of samples of 1 or more (checked before a run is created)."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise UserError(f"data.subset is {n!r}: use a number of samples of 1 or more, or null")
+
+
 def subset(split: Split, n: int, seed: int = 0) -> Split:
     """`n` samples drawn without replacement by a seeded generator, kept in their order (quick looks)."""
-    if int(n) < 1:
-        raise UserError(f"data.subset is {n}: use a number of samples of 1 or more, or null")
+    check_subset(n)
     if n >= len(split):
         return split
     g = torch.Generator().manual_seed(int(seed))
     idx = torch.randperm(len(split), generator=g)[:int(n)].sort().values
     return replace(split, x=split.x[idx.to(split.x.device)], y=split.y[idx.to(split.y.device)])
+
+
+def split_names(split: str) -> tuple[str, ...]:
+    """The splits a run evaluates: `both` is train and test."""
+    return ("train", "test") if split == "both" else (split,)
 
 
 LOADERS = {"digits": digits, "cifar10": cifar10, "tensors": tensors, "synthetic": synthetic}
@@ -187,7 +265,18 @@ def load(spec: Mapping[str, Any]) -> Data:
     if name not in LOADERS:
         raise UserError(f"unknown data '{name}': choose one of {', '.join(LOADERS)}")
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items() if k not in SPEC_ONLY}
+    if name == "tensors":  # the only loader whose labels can disagree with the model (synthetic keeps 10)
+        kwargs["num_classes"] = spec.get("num_classes") or 0
     try:
         return LOADERS[name](**kwargs)
     except TypeError as err:
         raise UserError(f"bad options for data '{name}': {err}") from err
+
+
+def files(spec: Mapping[str, Any]) -> list[Path]:
+    """The files a dataset is read from, whose contents decide the values: none for digits and synthetic."""
+    if spec.get("name") == "tensors":
+        return [Path(spec["path"])]
+    if spec.get("name") == "cifar10":
+        return [Path(spec["root"]) / n for n in CIFAR_FILES]
+    return []

@@ -198,7 +198,8 @@ class Evaluator(EngineChoices):
             self.splits = {k: _with_y_on(s, self.device) for k, s in splits.items()}
         else:
             self.splits = {k: s.to(self.device) for k, s in splits.items()}
-        check_fits(self.model, next(iter(self.splits.values())), num_classes)
+        for name, split in self.splits.items():
+            check_fits(self.model, split, num_classes, loss, name)
         with torch.inference_mode():
             probe = self.model(_head(next(iter(self.splits.values())), 1, self.device).inputs(0, 1))
         self.out_per_sample = probe[0].numel()

@@ -26,18 +26,49 @@ def loss_sum(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool) -> t
     return point_sums(out[None], y, loss, classify)[0, 0], y.shape[0] if loss == "cross_entropy" else out.numel()
 
 
-def check_fits(model: nn.Module, split: Split, num_classes: int) -> None:
-    """Run two samples through the model: a clear error if the data's shape or classes do not fit."""
+def check_fits(model: nn.Module, split: Split, num_classes: int, loss: str | None = None,
+               name: str | None = None) -> None:
+    """Run two samples through the model (and `loss`, if given): a clear error naming the split if its
+    shape, classes or targets do not fit, instead of a failure in a worker after the run was created."""
+    label = f"the {name} split" if name else "the data"
+    if len(split) == 0:
+        raise UserError(f"{label} has no samples")
     head = replace(split, x=split.x[:2], y=split.y[:2]).to(next(model.parameters()).device)  # streamed: x on host
     try:
         with torch.inference_mode():
             out = model.eval()(head.inputs(0, 2))
     except RuntimeError as err:
-        raise UserError(f"data of shape {tuple(split.x.shape[1:])} does not fit the model: "
+        raise UserError(f"data of shape {tuple(split.x.shape[1:])} ({label}) does not fit the model: "
                         f"{first_line(err)}") from err
     if num_classes > 0 and (out.dim() != 2 or out.shape[1] != num_classes):
         raise UserError(f"the model outputs shape {tuple(out.shape[1:])} but the data have "
                         f"{num_classes} classes: set the model's num_classes to match")
+    if loss is not None:
+        _check_targets(out, head.y, loss, num_classes > 0, label)
+
+
+def _rows(t: torch.Tensor) -> str:
+    return "(N" + "".join(f", {d}" for d in t.shape[1:]) + ")"
+
+
+def _check_targets(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool, label: str) -> None:
+    """The loss on the probe's outputs: targets of the wrong kind or shape are named with their split."""
+    if loss == "cross_entropy" and not classify:
+        raise UserError(f"loss cross_entropy needs class labels but {label}'s targets y are floats (regression): "
+                        "use loss=mse or loss=mae, or store integer labels")
+    if classify and y.dim() != 1:
+        raise UserError(f"class labels y must be one per sample, shape (N,), but {label}'s are "
+                        f"{_rows(y)}: store y.reshape(-1)")
+    if not classify and y[0].numel() != out[0].numel():
+        raise UserError(f"the model outputs {out[0].numel()} values per sample but {label}'s targets y have "
+                        f"{y[0].numel()} (y of shape {_rows(y)}): "
+                        "set the model's outputs (data.out_features) to match")
+    try:
+        with torch.inference_mode():
+            point_sums(out[None], y, loss, classify)
+    except (RuntimeError, IndexError) as err:
+        raise UserError(f"loss {loss} fails on {label}: {first_line(err)}") from err
+
 
 def point_sums(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool) -> torch.Tensor:
     """(P, 2) fp32 [loss sum, correct count] of outputs `out` (P, B, ...) against targets `y` (B, ...)."""

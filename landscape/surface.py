@@ -149,10 +149,15 @@ def write_surface(path: Path, grid: Grid, arrays: Mapping[str, np.ndarray], dir_
         for key, v in (extra or {}).items():
             f.create_dataset(key, data=v)
         f["dir_file"] = dir_file
-        finite = np.isfinite(arrays[next(k for k in arrays if k.endswith("_loss"))])
         f.attrs["points_done"] = int(arrays["done"].sum())
-        f.attrs["points_nonfinite"] = int((arrays["done"] & ~finite).sum())
+        f.attrs["points_nonfinite"] = nonfinite_points(arrays)
         f.attrs.update(dict(attrs))
+
+
+def nonfinite_points(arrays: Mapping[str, np.ndarray]) -> int:
+    """Computed points where any split's loss (train or test) is inf or NaN: a diverged region, flagged."""
+    finite = np.logical_and.reduce([np.isfinite(v) for k, v in arrays.items() if k.endswith("_loss")])
+    return int((arrays["done"] & ~finite).sum())
 
 
 def provenance(metas: list[Mapping[str, Any]]) -> dict[str, int]:

@@ -6,7 +6,8 @@ from importlib import import_module
 from typing import Any
 
 from jobs.run import RunDir
-from jobs.tile import build_evaluator
+from jobs.tile import build_evaluator, check_device, pick_device
+from landscape.errors import UserError
 
 from .backends.arrays import task_groups
 
@@ -16,8 +17,14 @@ COMPILE_HINT_SECONDS = 1800.0
 
 
 def calibrate(run: RunDir, points: int = 3) -> tuple[float, str]:
-    """Seconds per point on this machine (after one warm-up point), and the device used."""
-    evaluator = build_evaluator(run)
+    """Seconds per point on this machine (after one warm-up point), and the device used: the run's
+    eval.device where this machine has it, else what auto picks (a login node without the nodes' GPUs)."""
+    try:
+        check_device(run.config["eval"]["device"])
+        device = None
+    except UserError:
+        device = pick_device("auto")
+    evaluator = build_evaluator(run, device)
     coords = run.tiles[0].coords(run.grid)
     evaluator.evaluate(coords[:1])
     t0 = time.perf_counter()

@@ -21,9 +21,10 @@ from landscape.spec import instantiate
 from landscape.sums import check_fits
 
 from jobs.run import RunDir, checkpoint_epoch
-from jobs.tile import engine_options
+from jobs.tile import check_device, engine_options
 from . import config
 
+WORKERS_HERE = ("local", "mpi")  # launchers whose workers run on this machine: eval.device must exist here
 DEFAULT_RANGE = {"random": [-1.0, 1.0], "line": [0.0, 1.0]}  # line: past a=1 BN variances extrapolate below 0
 
 
@@ -89,34 +90,76 @@ def _write_run_yaml(run: RunDir, saved: dict[str, Any]) -> None:
     tmp.replace(run.config_file)
 
 
+def data_digests(spec: dict[str, Any]) -> dict[str, str]:
+    """sha256 of each file the data are read from (none for digits or synthetic): run.yaml's `data_files`.
+
+    Kept out of the fingerprint, which tiles carry, so runs made before this record still resume."""
+    absent = [str(p) for p in data.files(spec) if not p.is_file()]
+    if absent:
+        raise UserError(f"data file {absent[0]} does not exist")
+    return {str(p): config.file_digest(p) for p in data.files(spec)}
+
+
+def _short(digest: str) -> str:
+    return digest if digest.startswith("size=") else f"sha256 {digest[:12]}"
+
+
+def check_data_unchanged(run: RunDir, digests: dict[str, str]) -> None:
+    """Refuse to add tiles computed on other data than the run's (one line naming the file)."""
+    for path, old in (run.saved.get("data_files") or {}).items():
+        new = digests.get(path, "<not read now>")
+        if new != old:
+            raise UserError(f"data file {path} changed since this run was created ({_short(old)} then, "
+                            f"{_short(new)} now): its tiles were computed on the old contents; use a new run.dir, "
+                            f"or delete {run.path} to replace it")
+
+
+def check_data(cfg: dict[str, Any], model: torch.nn.Module) -> None:
+    """Load the data and put two samples of every split the run evaluates through the model and the loss."""
+    dataset = data.load(cfg["data"])
+    for name in data.split_names(cfg["data"]["split"]):
+        check_fits(model, dataset.split(name), dataset.num_classes, cfg["loss"], name)
+
+
+def reopen(run: RunDir, cfg: dict[str, Any], fp: str, overrides: list[str]) -> RunDir:
+    """An existing run of the same values on the same data; run.yaml rewritten where how it runs changed."""
+    if run.fingerprint != fp:
+        diffs = config.differences(run.config, cfg) or ["the checkpoint files' contents changed"]
+        raise UserError(f"{run.path} holds a run of another configuration ({'; '.join(diffs)}); "
+                        "use a new run.dir, or delete the old one to replace it")
+    digests = data_digests(cfg["data"])
+    check_data_unchanged(run, digests)
+    update = {} if run.config == cfg else {"overrides": overrides, "config": cfg}  # nodes read run.yaml
+    if "data_files" not in run.saved:  # made by a version that did not record them: from now on checked
+        update["data_files"] = digests
+    if update:
+        _write_run_yaml(run, {**run.saved, **update})
+        run = RunDir(run.path)
+    return run
+
+
 def prepare(cfg: dict[str, Any], overrides: list[str], log=print) -> RunDir:
     """The run directory for `cfg`: reopened if it holds the same fingerprint, else created."""
     kind = cfg["directions"]["kind"]
     g = cfg["grid"]
     make_tiles(make_grid(g["dims"] or 2, g["resolution"], g["range"] or [-1.0, 1.0]), g["tile"])  # fail early
     check_options(**engine_options(cfg))
+    check_device(cfg["eval"]["device"], here=cfg["launcher"]["name"] in WORKERS_HERE)
+    data.check_subset(cfg["data"].get("subset"))
     files = input_files(cfg)
     model = instantiate(cfg["model"])
     state = checkpoint.load_into(model, cfg["checkpoint"], cfg["model"].get("name", "model"))
     fp = config.fingerprint(cfg, files)
     run = RunDir(Path(cfg["run"]["dir"] or f"runs/{cfg['model'].get('name', 'model')}-{kind}-{fp[:8]}"))
     if run.config_file.is_file():
-        if run.fingerprint != fp:
-            diffs = config.differences(run.config, cfg) or ["the checkpoint files' contents changed"]
-            raise UserError(f"{run.path} holds a run of another configuration ({'; '.join(diffs)}); "
-                            "use a new run.dir, or delete the old one to replace it")
-        if run.config != cfg:  # same values, new way of running (device, launcher): nodes read run.yaml
-            _write_run_yaml(run, {**run.saved, "overrides": overrides, "config": cfg})
-            run = RunDir(run.path)
-        return run
+        return reopen(run, cfg, fp, overrides)
     dims = cfg["grid"]["dims"] or (1 if kind == "line" else 2)
     if kind == "line" and dims != 1:
         raise UserError("directions=line gives a 1D curve: leave grid.dims unset or set it to 1")
     if kind == "pca" and dims != 2:
         raise UserError("directions=pca gives a 2D plane: leave grid.dims unset or set it to 2")
-    dataset = data.load(cfg["data"])
-    split = cfg["data"]["split"]
-    check_fits(model, dataset.split("train" if split == "both" else split), dataset.num_classes)
+    check_data(cfg, model)
+    digests = data_digests(cfg["data"])
     t0 = time.perf_counter()
     dirs = make_directions(cfg, model, state, dims)
     range_ = cfg["grid"]["range"]
@@ -129,7 +172,7 @@ def prepare(cfg: dict[str, Any], overrides: list[str], log=print) -> RunDir:
     directions.save(run.directions_file, dirs, extra)
     saved = {"fingerprint": fp, "overrides": overrides, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
              "versions": {"landscape": landscape.__version__, "torch": str(torch.__version__)},
-             "config": cfg}
+             "data_files": digests, "config": cfg}
     _write_run_yaml(run, saved)  # last: its presence means the run is fully set up
     log(f"new run {run.path}: {kind} directions ({time.perf_counter() - t0:.1f} s), "
         f"grid {'x'.join(map(str, grid.shape[::-1]))}, {len(tiles)} tiles")

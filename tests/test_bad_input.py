@@ -37,6 +37,7 @@ CASES = {
     "missing required setting": (["directions=line"], "directions.start"),
     "unknown engine mode": (["eval.mode=fast"], "eval.mode 'fast' is unknown"),
     "engine switch neither true nor false": (["eval.cuda_graph=maybe"], "eval.cuda_graph is 'maybe'"),
+    "subset that is not a count": (["data.subset=abc"], "data.subset is 'abc': use a number of samples"),
 }
 
 
