@@ -1,8 +1,10 @@
 """Compose configs with Hydra from the repo's absolute `conf/` (console scripts run from any cwd)."""
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,25 @@ def load(name: str, overrides: list[str]) -> dict[str, Any]:
                             f"(give it on the command line, e.g. {missing[0]}=...)")
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except (HydraException, OmegaConfBaseException) as err:
-        raise UserError(first_line(err)) from err
+        raise UserError(_unknown_key(name, overrides, err) or first_line(err)) from err
+
+
+def _unknown_key(name: str, overrides: list[str], err: Exception) -> str | None:
+    """For a mistyped key (Hydra: "Could not override 'grid.tlie'"): name it, and the closest known key."""
+    match = re.match(r"Could not override '([^']+)'", str(err))
+    if not match:
+        return None
+    key = match[1]
+    groups = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0] and o.split("=", 1)[0] != key]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            known = list(_flatten(OmegaConf.to_container(compose(config_name=name, overrides=groups))))
+    except (HydraException, OmegaConfBaseException):
+        known = []
+    known += sorted({k.rsplit(".", n)[0] for k in known for n in range(1, k.count(".") + 1)})  # groups too
+    close = difflib.get_close_matches(key, known, n=1)
+    return (f"unknown setting {key}" + (f" (did you mean {close[0]}?)" if close else "")
+            + f": every key and its default is in conf/{name}.yaml and conf/<group>/; +{key}=... adds a new one")
 
 
 def _missing_keys(cfg, prefix: str = "") -> list[str]:

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from conftest import cli
+from landscape.errors import UserError
 from landscape.models import resnet20
+from launch import config
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +88,14 @@ def test_plot_of_missing_run(tmp_path):
     assert out.returncode == 2 and "landscape-surface first" in out.stderr
     out = cli("landscape-status", tmp_path / "nothing", check=False)
     assert out.returncode == 2 and "not a run directory" in out.stderr
+
+
+@pytest.mark.parametrize("overrides, hint", [
+    (["grid.tlie=3"], "unknown setting grid.tlie (did you mean grid.tile?)"),
+    (["modle=resnet20"], "unknown setting modle (did you mean model?)"),
+    (["model=mlp", "model.hiden=[3]"], "unknown setting model.hiden (did you mean model.hidden?)"),
+])
+def test_mistyped_key_names_the_closest_known_one(overrides, hint):
+    with pytest.raises(UserError) as err:
+        config.load("surface", overrides)
+    assert str(err.value).startswith(hint) and "conf/surface.yaml" in str(err.value)
