@@ -91,6 +91,20 @@ def line_direction(names: list[str], start: StateDict, end: StateDict, buffer_na
     return Directions(names, x, None, buffers, attrs={"kind": "line"})
 
 
+def negative_variances(start: StateDict, buffers: dict[str, torch.Tensor], xs: np.ndarray) -> np.ndarray:
+    """The coordinates among `xs` where a BatchNorm running variance on the line `start + a * step` is below 0.
+
+    Past the line's ends (a < 0 or a > 1) the variances are extrapolated, and BatchNorm of a negative variance
+    is NaN: the loss there is not the network's, so the driver warns.
+    """
+    bad = np.zeros(len(xs), dtype=bool)
+    for name, step in buffers.items():
+        if name.endswith("running_var") and name in start:
+            v0, dv = start[name].double().reshape(-1).numpy(), step.double().reshape(-1).numpy()
+            bad |= ((v0[None, :] + np.asarray(xs, dtype=np.float64)[:, None] * dv[None, :]) < 0).any(1)
+    return np.asarray(xs)[bad]
+
+
 def _streamed_columns(states: list[StateDict], final: StateDict, names: list[str], ignore: str, chunk: int):
     """Yield (name, slice, M) with M the (n, c) float64 block of `theta_i - theta_final`."""
     for name in names:

@@ -84,6 +84,14 @@ def make_directions(cfg: dict[str, Any], model: torch.nn.Module, state: checkpoi
     return dirs
 
 
+def _warn_negative_variances(cfg: dict[str, Any], dirs: directions.Directions, xs: np.ndarray, log) -> None:
+    """A line extended past its ends can extrapolate BatchNorm variances below 0: say where (NaN there)."""
+    bad = directions.negative_variances(checkpoint.load_state(cfg["directions"]["start"]), dirs.x_buffers or {}, xs)
+    if len(bad):
+        log(f"warning: {len(bad)} of {len(xs)} points (a from {bad.min():g} to {bad.max():g}) lie where the line "
+            "extrapolates some BatchNorm running variance below 0: their loss will be NaN, not the network's")
+
+
 def _write_run_yaml(run: RunDir, saved: dict[str, Any]) -> None:
     tmp = run.config_file.with_name("run.yaml.tmp")
     tmp.write_text(yaml.safe_dump(saved, sort_keys=False))
@@ -166,6 +174,8 @@ def prepare(cfg: dict[str, Any], overrides: list[str], log=print) -> RunDir:
     if range_ is None:
         range_ = _fitted_range(dirs.trajectory) if kind == "pca" else DEFAULT_RANGE.get(kind, [-1.0, 1.0])
     grid = make_grid(dims, cfg["grid"]["resolution"], range_)
+    if kind == "line":
+        _warn_negative_variances(cfg, dirs, grid.x, log)
     tiles = make_tiles(grid, cfg["grid"]["tile"])
     extra = {"xcoordinates": grid.x} | ({"ycoordinates": grid.y} if grid.y is not None else {})
     run.path.mkdir(parents=True, exist_ok=True)

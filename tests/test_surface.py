@@ -222,6 +222,18 @@ def test_line_endpoints_reproduce_each_checkpoint(trained, base_args, tmp_path):
     assert (run / "plots" / "1d_loss_acc.png").is_file()
 
 
+def test_line_past_its_ends_warns_where_batchnorm_variances_go_negative(trained, base_args, tmp_path):
+    run = tmp_path / "line-ext"
+    out = cli("landscape-surface", *base_args, "directions=line", f"directions.start={trained / 'epoch_000.pt'}",
+              "grid.resolution=9", "grid.range=[-1,3]", f"run.dir={run}").stdout
+    s = read_surface(run / "surface.h5")
+    nan = ~np.isfinite(s["train_loss"])
+    assert nan.any() and not nan.all(), "the range no longer reaches negative variances: widen it"
+    xs = s["xcoordinates"][nan]
+    assert f"warning: {nan.sum()} of 9 points (a from {xs.min():g} to {xs.max():g})" in out
+    assert not any(0 <= a <= 1 for a in xs)  # between the checkpoints variances interpolate, never below 0
+
+
 def test_pca_surface_contains_its_trajectory(trained, base_args, tmp_path):
     run = tmp_path / "pca"
     cli("landscape-surface", *base_args, "directions=pca", f"directions.checkpoints={trained}",
