@@ -32,7 +32,7 @@ def _axis_labels(run: RunDir) -> dict[str, str]:
     if kind == "line":
         return {"xlabel": "interpolation a: (1-a) start + a checkpoint", "ylabel": ""}
     return {"xlabel": f"direction 1 ({d.attrs.get('norm', '')}-normalized)",
-            "ylabel": f"direction 2 ({d.attrs.get('norm', '')}-normalized)"}
+            "ylabel": f"direction 2 ({d.attrs.get('norm', '')}-normalized)" if run.grid.y is not None else ""}
 
 
 def reduce(run_dir: str | Path) -> Reduced:
@@ -53,6 +53,8 @@ def reduce(run_dir: str | Path) -> Reduced:
     cfg = run.config
     attrs = {"fingerprint": run.fingerprint, "config": yaml.safe_dump(cfg, sort_keys=False),
              "landscape_version": landscape.__version__, "seed": cfg["seed"],
+             "torch_version": ", ".join(sorted({str(v["_meta"].get("torch", "?")) for v in values.values()}))
+             or run.saved.get("versions", {}).get("torch", ""),
              "title": f"{cfg['model'].get('name', 'model')} on {cfg['data']['name']}, "
                       f"{cfg['directions']['kind']} directions", **_axis_labels(run)}
     checks = [float(v["_meta"]["precision_check"]) for v in values.values() if "precision_check" in v["_meta"]]

@@ -117,7 +117,8 @@ def run_tiles(run_dir: str, tile_ids: Iterable[int], device: torch.device | None
             values = evaluator.evaluate(tile.coords(run.grid))
             elapsed = time.perf_counter() - t0
             meta = {"seconds": elapsed, "host": socket.gethostname(), "pid": os.getpid(),
-                    "device": str(evaluator.device), "points": tile.npoints, "finished": time.time(),
+                    "torch": str(torch.__version__), "device": str(evaluator.device), "points": tile.npoints,
+                    "finished": time.time(),
                     **evaluator.meta()}  # engine choices; precision_check for bf16/fp16
             surface.write_tile(run.tile_file(tile), tile, run.fingerprint, values, meta)
         computed.append(tile_id)

@@ -4,6 +4,8 @@ Everything is validated before anything is written, so bad input never touches a
 """
 from __future__ import annotations
 
+import copy
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from landscape.sums import check_fits
 from jobs.run import RunDir, checkpoint_epoch
 from jobs.tile import check_device, engine_options
 from . import config
+from .cli import PATH_KEYS
 
 WORKERS_HERE = ("local", "mpi")  # launchers whose workers run on this machine: eval.device must exist here
 DEFAULT_RANGE = {"random": [-1.0, 1.0], "line": [0.0, 1.0]}  # line: past a=1 BN variances extrapolate below 0
@@ -129,6 +132,28 @@ def check_data(cfg: dict[str, Any], model: torch.nn.Module) -> None:
         check_fits(model, dataset.split(name), dataset.num_classes, cfg["loss"], name)
 
 
+def _files_of(value: Any) -> list[Path]:
+    return [Path(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+
+
+def same_files_as_saved(cfg: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+    """`cfg` with the saved spelling of each path setting that names the same files (`./R/x.pt`, `/abs/R/x.pt`
+    or, for a run made before paths were saved absolute, `R/x.pt`): the same run, not another configuration."""
+    out = copy.deepcopy(cfg)
+    for key in PATH_KEYS:
+        *parents, leaf = key.split(".")
+        new, old = out, saved
+        for part in parents:
+            new, old = new.get(part, {}), (old or {}).get(part, {})
+        a, b = new.get(leaf), (old or {}).get(leaf)
+        if a is None or b is None or a == b:
+            continue
+        pa, pb = _files_of(a), _files_of(b)
+        if len(pa) == len(pb) and all(x.exists() and y.exists() and os.path.samefile(x, y) for x, y in zip(pa, pb)):
+            new[leaf] = b
+    return out
+
+
 def reopen(run: RunDir, cfg: dict[str, Any], fp: str, overrides: list[str]) -> RunDir:
     """An existing run of the same values on the same data; run.yaml rewritten where how it runs changed."""
     if run.fingerprint != fp:
@@ -160,7 +185,8 @@ def prepare(cfg: dict[str, Any], overrides: list[str], log=print) -> RunDir:
     fp = config.fingerprint(cfg, files)
     run = RunDir(Path(cfg["run"]["dir"] or f"runs/{cfg['model'].get('name', 'model')}-{kind}-{fp[:8]}"))
     if run.config_file.is_file():
-        return reopen(run, cfg, fp, overrides)
+        cfg = same_files_as_saved(cfg, run.config)
+        return reopen(run, cfg, config.fingerprint(cfg, files), overrides)
     dims = cfg["grid"]["dims"] or (1 if kind == "line" else 2)
     if kind == "line" and dims != 1:
         raise UserError("directions=line gives a 1D curve: leave grid.dims unset or set it to 1")

@@ -37,6 +37,7 @@ def test_surface_file_layout_opens_with_plain_h5py(one_tile):
         assert f["done"][()].all()
         assert str(f["dir_file"][()].decode()).endswith("directions.h5")
         assert len(f.attrs["fingerprint"]) == 64 and "model:" in f.attrs["config"]
+        assert f.attrs["torch_version"] == torch.__version__ and f.attrs["ylabel"].startswith("direction 2")
         acc = f["train_acc"][()]
         assert 0 <= acc.min() and acc.max() <= 100
     with h5py.File(one_tile / "directions.h5", "r") as f:
