@@ -22,9 +22,9 @@ def usage(doc: str, conf: str | None) -> str:
     """The command's docstring, then how settings are given and where their defaults live."""
     text = (doc or "").strip()
     if conf:
-        text += (f"\n\nSettings are key=value overrides (Hydra syntax), e.g. grid.resolution=21 'grid.range=[-2,2]';\n"
-                 f"every default, with a comment, lives in {CONF_DIR / (conf + '.yaml')} and the folders beside it "
-                 f"(model/, data/, directions/, launcher/).")
+        text += (f"\n\nSettings are key=value overrides (Hydra syntax: 'key=[1,2]' for a list, +key=value adds a key);\n"
+                 f"every default, with a comment, lives in {CONF_DIR / (conf + '.yaml')}\n"
+                 f"and in the groups beside it (model/, data/, ...).")
     return text + "\nREADME.md explains the workflow, the run directory and every backend."
 
 
