@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -40,7 +41,29 @@ class RunDir:
         """run.yaml: `config` (resolved), `fingerprint`, `overrides`, `created`."""
         if not self.config_file.is_file():
             raise UserError(f"{self.path} is not a run directory (no run.yaml)")
-        return yaml.safe_load(self.config_file.read_text())
+        try:
+            saved = yaml.safe_load(self.config_file.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise self._broken(self.config_file, f"is not readable YAML ({str(err).splitlines()[0]})") from err
+        if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict)
+                and isinstance(saved.get("fingerprint"), str) and isinstance(saved.get("overrides", []), list)):
+            raise self._broken(self.config_file, "is empty or lacks its config and fingerprint")
+        return saved
+
+    def _broken(self, file: Path, why: str) -> UserError:
+        """A run file that cannot be read: nothing here can be trusted or resumed without it."""
+        return UserError(f"{file} {why}: restore it, or delete {self.path} and run landscape-surface "
+                         "again to start this run anew")
+
+    @contextmanager
+    def _reading_directions(self) -> Iterator[None]:
+        """Turn a missing or truncated directions.h5 into one clear line instead of an h5py traceback."""
+        if not self.directions_file.is_file():
+            raise self._broken(self.directions_file, "is missing")
+        try:
+            yield
+        except (OSError, KeyError, ValueError) as err:
+            raise self._broken(self.directions_file, f"is unreadable ({str(err).splitlines()[0]})") from err
 
     @property
     def config(self) -> dict[str, Any]:
@@ -52,7 +75,7 @@ class RunDir:
 
     @cached_property
     def grid(self) -> Grid:
-        with surface.h5open(self.directions_file) as f:
+        with self._reading_directions(), surface.h5open(self.directions_file) as f:
             return Grid(f["xcoordinates"][()], f["ycoordinates"][()] if "ycoordinates" in f else None)
 
     @cached_property
@@ -70,7 +93,8 @@ class RunDir:
         return [t for t in self.tiles if self.read_tile(t)[0] is None]
 
     def load_directions(self, names: list[str] | None = None) -> directions.Directions:
-        return directions.load(self.directions_file, names)
+        with self._reading_directions():
+            return directions.load(self.directions_file, names)
 
 
 def checkpoint_epoch(path: Path) -> int:

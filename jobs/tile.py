@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
@@ -70,8 +71,10 @@ def set_cpu_threads() -> int:
     return torch.get_num_threads()
 
 
-def build_evaluator(run: RunDir, device: torch.device | None = None) -> Evaluator:
-    """Everything a worker needs, loaded once: model at the origin, directions, data on the device."""
+def build_evaluator(run: RunDir, device: torch.device | None = None, cache_dir: Path | None = None) -> Evaluator:
+    """Everything a worker needs, loaded once: model at the origin, directions, data on the device.
+
+    The engine's choices are cached in `cache_dir` (default RUN_DIR/cache; a dry run keeps them out of the run)."""
     cfg = run.config
     device = device or pick_device(cfg["eval"]["device"])
     model = instantiate(cfg["model"])
@@ -84,8 +87,8 @@ def build_evaluator(run: RunDir, device: torch.device | None = None) -> Evaluato
     if cfg["data"].get("subset"):  # quick look: a fixed seeded subset, marked approximate by the reducer
         splits = {s: data.subset(v, int(cfg["data"]["subset"]), cfg.get("seed", 0)) for s, v in splits.items()}
     return Evaluator(model, origin, run.load_directions(names), splits, dataset.num_classes,
-                     device=device, cache_dir=run.path / "cache", precision_check=cfg["eval"]["precision_check"],
-                     **engine_options(cfg))
+                     device=device, cache_dir=cache_dir or run.path / "cache",
+                     precision_check=cfg["eval"]["precision_check"], **engine_options(cfg))
 
 
 def engine_options(cfg: dict) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .checkpoint import StateDict, load_state
-from .errors import UserError
+from .errors import UserError, whole_number
 
 NORMS = ("filter", "layer", "model", "none")
 IGNORES = ("biasbn", "none")
@@ -78,10 +78,11 @@ def random_direction(weights: Sequence[torch.Tensor], norm: str, ignore: str,
 def random_directions(names: list[str], weights: Sequence[torch.Tensor], dims: int, norm: str = "filter",
                       ignore: str = "biasbn", seed: int = 0) -> Directions:
     """`dims` independent random directions from one seeded generator (x first, then y)."""
-    g = torch.Generator().manual_seed(int(seed))
+    seed = whole_number(seed, "seed", 0)
+    g = torch.Generator().manual_seed(seed)
     x = random_direction(weights, norm, ignore, g)
     y = random_direction(weights, norm, ignore, g) if dims == 2 else None
-    return Directions(names, x, y, attrs={"kind": "random", "norm": norm, "ignore": ignore, "seed": int(seed)})
+    return Directions(names, x, y, attrs={"kind": "random", "norm": norm, "ignore": ignore, "seed": seed})
 
 
 def line_direction(names: list[str], start: StateDict, end: StateDict, buffer_names: list[str]) -> Directions:

@@ -47,7 +47,7 @@ from .checkpoint import StateDict
 from .choices import EngineChoices
 from .data import Split, normalize
 from .directions import Directions
-from .errors import UserError, first_line
+from .errors import UserError, first_line, whole_number
 from .flat import FlatLayout
 from .graphs import PointGraph
 from .hardware import backend_flags, device_name
@@ -83,8 +83,8 @@ def check_options(loss: str = "cross_entropy", precision: str = "fp32", *, mode:
     if mode not in MODES:
         raise UserError(f"eval.mode '{mode}' is unknown: use one of {', '.join(MODES)}")
     for key, value in (("points_per_batch", points_per_batch), ("batch_size", batch_size)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise UserError(f"eval.{key} is {value!r}: use a whole number of 1 or more, or null")
+        if value is not None:
+            whole_number(value, f"eval.{key}", 1, ", or null")
     if compile_mode not in COMPILE_MODES:
         raise UserError(f"eval.compile_mode '{compile_mode}' is unknown: use one of {', '.join(COMPILE_MODES)}")
     unknown = sorted(set(tristates) - set(TRISTATES))

@@ -1,12 +1,13 @@
 """Grid coordinates (1D or 2D) and their partition into rectangular tiles, each a unit of work."""
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, whole_number
 
 
 @dataclass(frozen=True)
@@ -56,40 +57,56 @@ class Tile:
         return np.stack([xx.ravel(), yy.ravel()], axis=1)
 
 
-def _axis(resolution: int, lo: float, hi: float, name: str) -> np.ndarray:
-    if int(resolution) < 1:
-        raise UserError(f"grid.resolution along {name} is {resolution}: it must be 1 or more")
-    if not hi > lo and int(resolution) > 1:
-        raise UserError(f"grid.range along {name} is [{lo}, {hi}]: it is empty; give [min, max] with min < max")
-    return np.linspace(float(lo), float(hi), int(resolution))
+def _axis(resolution: Any, lo: float, hi: float, name: str) -> np.ndarray:
+    n = whole_number(resolution, f"grid.resolution along {name}", 1)
+    if not hi > lo and n > 1:
+        raise UserError(f"grid.range along {name} is [{lo:g}, {hi:g}]: it is empty; give [min, max] with min < max")
+    return np.linspace(lo, hi, n)
 
 
-def _per_axis(value: int | float | Sequence, dims: int) -> list:
-    """A scalar or [x, y] -> one value per axis."""
-    if isinstance(value, (int, float)):
+def _per_axis(value: Any, dims: int, key: str) -> list:
+    """A scalar or a list of one value (both: every axis), or one value per axis."""
+    if not isinstance(value, (list, tuple)):
         return [value] * dims
-    return list(value)[:dims] if len(value) >= dims else list(value) * dims
+    if len(value) not in (1, dims):
+        raise UserError(f"{key} is {list(value)}: a {dims}D grid takes one value, or {dims} (one per axis)")
+    return list(value) * (dims // len(value))
 
 
-def make_grid(dims: int, resolution: int | Sequence[int], range_: Sequence) -> Grid:
-    """`range_` is `[lo, hi]` for every axis (`R` alone means `[-R, R]`) or `[[xlo, xhi], [ylo, yhi]]`."""
-    if dims not in (1, 2):
-        raise UserError(f"grid.dims is {dims}: use 1 or 2")
-    if isinstance(range_, (int, float)):
-        range_ = [-abs(range_), abs(range_)]
-    ranges = [list(range_)] * dims if isinstance(range_[0], (int, float)) else [list(r) for r in range_]
-    res = _per_axis(resolution, dims)
+def _ranges(range_: Any, dims: int) -> list[tuple[float, float]]:
+    """`[lo, hi]` for every axis, `R` for `[-R, R]`, or one `[lo, hi]` per axis, as (lo, hi) per axis."""
+    try:
+        r = None if isinstance(range_, (str, bytes, bool)) else np.asarray(range_, dtype=float)
+    except (TypeError, ValueError):
+        r = None
+    if r is not None and r.shape in ((), (2,), (dims, 2)) and np.isfinite(r).all():
+        pairs = [(-abs(r), abs(r))] if r.ndim == 0 else [tuple(r)] if r.ndim == 1 else [tuple(p) for p in r]
+        return [(float(lo), float(hi)) for lo, hi in pairs] * (dims // len(pairs))
+    per_axis = "[[xlo, xhi], [ylo, yhi]]" if dims == 2 else "[[lo, hi]]"
+    raise UserError(f"grid.range is {range_!r}: give [lo, hi], R for [-R, R], or {per_axis} (finite numbers)")
+
+
+def make_grid(dims: int, resolution: int | Sequence[int], range_: Any) -> Grid:
+    """`range_` is `[lo, hi]` for every axis (`R` alone means `[-R, R]`) or `[[xlo, xhi], [ylo, yhi]]`.
+
+    Every value is checked here (a UserError naming the key), so the library and the CLI refuse the same input.
+    """
+    if isinstance(dims, bool) or not isinstance(dims, numbers.Integral) or dims not in (1, 2):
+        raise UserError(f"grid.dims is {dims!r}: use 1 or 2")
+    ranges = _ranges(range_, dims)
+    res = _per_axis(resolution, dims, "grid.resolution")
     axes = [_axis(r, lo, hi, n) for r, (lo, hi), n in zip(res, ranges, "xy")]
+    if dims == 2 and min(map(len, axes)) < 2:
+        raise UserError(f"grid.resolution is {resolution}: a 2D grid needs at least 2 points per axis; "
+                        "use grid.dims=1 for a curve")
     return Grid(axes[0], axes[1] if dims == 2 else None)
 
 
 def make_tiles(grid: Grid, size: int | Sequence[int]) -> list[Tile]:
     """Cover the grid with tiles of `size` x `size` points (`size` points in 1D), row-major ids."""
-    sx, sy = (_per_axis(size, 2) + [1])[:2]
-    if sx < 1 or sy < 1:
-        raise UserError(f"grid.tile is {size}: it must be 1 or more")
+    sx, sy = (_per_axis(size, grid.dims, "grid.tile") + [1])[:2]
+    sx, sy = whole_number(sx, "grid.tile", 1), whole_number(sy, "grid.tile", 1)
     ny = 1 if grid.y is None else len(grid.y)
-    sy = 1 if grid.y is None else sy
     tiles = []
     for iy0 in range(0, ny, sy):
         for ix0 in range(0, len(grid.x), sx):

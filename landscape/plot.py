@@ -11,6 +11,8 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LightSource
 from matplotlib.figure import Figure
 
+from .errors import UserError, is_number, whole_number
+
 CMAP = "viridis"
 
 
@@ -27,6 +29,16 @@ class PlotOptions:
     vtk: bool = False
     azim: float = -60.0
     elev: float = 30.0
+
+    def __post_init__(self) -> None:
+        """Refuse bad values here, naming the key, rather than deep inside numpy or matplotlib."""
+        for key in ("log_scale", "vtk"):
+            if not isinstance(getattr(self, key), bool):
+                raise UserError(f"plot.{key} is {getattr(self, key)!r}: use true or false")
+        if self.clip is not None and not (is_number(self.clip) and self.clip > 0):
+            raise UserError(f"plot.clip is {self.clip!r}: use a number above 0 (losses above it are cut), or null")
+        whole_number(self.levels, "plot.levels", 1)
+        whole_number(self.dpi, "plot.dpi", 1)
 
 
 def _transform(values: np.ndarray, opts: PlotOptions) -> np.ma.MaskedArray:

@@ -1,4 +1,4 @@
-"""What every command shares: argv handling and turning a UserError into one clear line."""
+"""What every command shares: argv handling, `--help`, and turning bad input or Ctrl-C into one clear line."""
 from __future__ import annotations
 
 import functools
@@ -6,25 +6,47 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from landscape.errors import UserError
 
-from .config import volatile
+from jobs.run import RunDir
+from .config import CONF_DIR, volatile
+
+HELP_FLAGS = ("-h", "--help")
+Main = Callable[[list[str]], "int | None"]
 
 
 PATH_KEYS = ("checkpoint", "directions.start", "directions.checkpoints", "data.path", "data.root")
+# The conf/ file each command composes; landscape-status composes none (it takes a run directory only).
+CONFIGS = {"launch.surface": "surface", "launch.plots": "plot", "launch.train": "train"}
 
 
-def user_errors(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Print `error: ...` and exit 2 on bad input instead of a traceback."""
+def usage(doc: str, conf: str | None) -> str:
+    """The command's docstring, then how settings are given and where their defaults live."""
+    text = (doc or "").strip()
+    if conf:
+        text += (f"\n\nSettings are key=value overrides (Hydra syntax: 'key=[1,2]' for a list, +key=value adds a key);\n"
+                 f"every default, with a comment, lives in {CONF_DIR / (conf + '.yaml')}\n"
+                 f"and in the groups beside it (model/, data/, ...).")
+    return text + "\nREADME.md explains the workflow, the run directory and every backend."
+
+
+def user_errors(main: Main) -> Callable[[list[str] | None], int]:
+    """A console script's main(argv): `-h`/`--help` prints its usage (exit 0); bad input (UserError) prints one
+    `error: ...` line (exit 2) and Ctrl-C one `interrupted` line (exit 130), never a traceback."""
     @functools.wraps(main)
-    def wrapper(*args, **kwargs) -> int:
+    def wrapper(argv: list[str] | None = None) -> int:
+        args = list(sys.argv[1:] if argv is None else argv)
+        if any(a in HELP_FLAGS for a in args):
+            print(usage(sys.modules[main.__module__].__doc__ or "", CONFIGS.get(main.__module__)))
+            return 0
         try:
-            return main(*args, **kwargs) or 0
+            return main(args) or 0
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt as err:
+            print("interrupted" + (f": {err}" if str(err) else ""), file=sys.stderr)
+            return 130
     return wrapper
 
 
@@ -61,10 +83,9 @@ def with_saved_overrides(argv: list[str]) -> list[str]:
     Paths in argv are made absolute first."""
     argv = absolute_paths(argv)
     run_dirs = [a.split("=", 1)[1] for a in argv if _key(a) == "run.dir"]
-    saved_file = Path(run_dirs[-1]) / "run.yaml" if run_dirs else None
-    if not saved_file or not saved_file.is_file():
+    run = RunDir(run_dirs[-1]) if run_dirs else None
+    if run is None or not run.config_file.is_file():
         return argv
-    saved = yaml.safe_load(saved_file.read_text()).get("overrides", [])
-    merged = {_key(o): o for o in saved if not volatile(_key(o))}
+    merged = {_key(o): o for o in run.saved.get("overrides", []) if not volatile(_key(o))}
     merged.update({_key(o): o for o in argv})
     return list(merged.values())

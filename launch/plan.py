@@ -1,8 +1,10 @@
 """`launcher.dry_run=true`: what would be submitted, and what it would cost, from a calibration here."""
 from __future__ import annotations
 
+import tempfile
 import time
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 from jobs.run import RunDir
@@ -10,13 +12,14 @@ from jobs.tile import build_evaluator, check_device, pick_device
 from landscape.errors import UserError
 
 from .backends.arrays import task_groups
+from .prepare import prepare
 
 # CPU runs longer than this (CPU-worker seconds) get the hint to compile: eval.compile auto stays off on CPU, where
 # it measured 1.15-1.23x after 12-15 s of compiling per worker (BENCHMARKS.md), a loss on short runs
 COMPILE_HINT_SECONDS = 1800.0
 
 
-def calibrate(run: RunDir, points: int = 3) -> tuple[float, str]:
+def calibrate(run: RunDir, cache_dir: Path, points: int = 3) -> tuple[float, str]:
     """Seconds per point on this machine (after one warm-up point), and the device used: the run's
     eval.device where this machine has it, else what auto picks (a login node without the nodes' GPUs)."""
     try:
@@ -24,7 +27,7 @@ def calibrate(run: RunDir, points: int = 3) -> tuple[float, str]:
         device = None
     except UserError:
         device = pick_device("auto")
-    evaluator = build_evaluator(run, device)
+    evaluator = build_evaluator(run, device, cache_dir=cache_dir)
     coords = run.tiles[0].coords(run.grid)
     evaluator.evaluate(coords[:1])
     t0 = time.perf_counter()
@@ -32,7 +35,17 @@ def calibrate(run: RunDir, points: int = 3) -> tuple[float, str]:
     return (time.perf_counter() - t0) / len(coords[:points]), str(evaluator.device)
 
 
-def describe(run: RunDir, todo: list[int], cfg: dict[str, Any]) -> str:
+def dry_run(cfg: dict[str, Any], overrides: list[str]) -> int:
+    """`launcher.dry_run=true`: plan and calibrate without writing into run.dir; a new run is set up in a
+    temporary folder, removed afterwards, so the next dry run may try other settings on the same run.dir."""
+    with tempfile.TemporaryDirectory(prefix="landscape-dry-run-") as scratch:
+        run = prepare(cfg, overrides, scratch=Path(scratch))
+        print(describe(run, [t.id for t in run.missing()], cfg["launcher"], Path(scratch) / "cache"))
+    print("dry run: nothing written")
+    return 0
+
+
+def describe(run: RunDir, todo: list[int], cfg: dict[str, Any], cache_dir: Path) -> str:
     """Tiles, arrays and chunks, time per tile and per task, total compute hours."""
     npoints = sum(run.tiles[i].npoints for i in todo)
     lines = [f"plan: {len(todo)} of {len(run.tiles)} tiles to compute, {npoints} points"]
@@ -45,7 +58,7 @@ def describe(run: RunDir, todo: list[int], cfg: dict[str, Any]) -> str:
                      f"({', '.join(map(str, sizes)) or 'none'} tasks)"
                      + (f", at most {cfg['parallelism']} running" if cfg.get("parallelism") else ""))
     if todo:
-        seconds, device = calibrate(run)
+        seconds, device = calibrate(run, cache_dir)
         biggest = max(run.tiles[i].npoints for i in todo)
         lines.append(f"calibration on this machine ({device}): {seconds:.3f} s per point, "
                      f"{seconds * biggest:.1f} s per tile, {seconds * biggest * per_task / 60:.1f} min per task")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +15,41 @@ from . import config
 from .cli import positional_run_dir, user_errors
 
 
-def draw(run: RunDir, opts: dict[str, Any]) -> list[Path]:
+def plot_options(settings: dict[str, Any]) -> PlotOptions:
+    """`plot.*` checked and converted, before any work: landscape-surface and landscape-plot share this."""
+    known = [f.name for f in fields(PlotOptions)]
+    unknown = [k for k in settings if k not in known]
+    if unknown:
+        raise UserError(f"plot.{unknown[0]} is unknown: use one of {', '.join(known)}")
+    return PlotOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
+                          if v is not None or k == "clip"})
+
+
+def _anything_done(run: RunDir) -> bool:
+    """Whether surface.h5 holds any computed point; a truncated file says how to rebuild it."""
+    try:
+        with h5open(run.surface_file) as f:
+            return bool(f["done"][()].any()) and "xcoordinates" in f
+    except (OSError, KeyError) as err:
+        raise UserError(f"{run.surface_file} is unreadable ({str(err).splitlines()[0]}): rebuild it from the tiles "
+                        f"with landscape-surface run.dir={run.path} launcher=none") from err
+
+
+def draw(run: RunDir, opts: PlotOptions) -> list[Path]:
     """Every plot of the run's surface file into `RUN_DIR/plots/`."""
-    with h5open(run.surface_file) as f:
-        if not f["done"][()].any():
-            return []  # nothing computed yet: nothing to draw
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in opts.items() if v is not None or k == "clip"}
-    return plot_surface_file(run.surface_file, run.path / "plots", PlotOptions(**fields))
+    if not _anything_done(run):
+        return []  # nothing computed yet: nothing to draw
+    return plot_surface_file(run.surface_file, run.path / "plots", opts)
 
 
 @user_errors
-def main(argv: list[str] | None = None) -> int:
-    overrides = positional_run_dir(list(sys.argv[1:] if argv is None else argv))
-    cfg = config.load("plot", overrides)
-    run = RunDir(Path(cfg["run"]["dir"]))
+def main(argv: list[str]) -> int:
+    cfg = config.load("plot", positional_run_dir(argv))
+    opts = plot_options(cfg["plot"])
+    run = RunDir(Path(str(cfg["run"]["dir"])))
     if not run.surface_file.is_file():
         raise UserError(f"{run.surface_file} does not exist: run landscape-surface first")
-    plots = draw(run, cfg["plot"])
+    plots = draw(run, opts)
     print(f"plots {run.path / 'plots'}: {', '.join(p.name for p in plots)}")
     return 0
 

@@ -16,7 +16,7 @@ import yaml
 
 import landscape
 from landscape import checkpoint, data, directions
-from landscape.errors import UserError
+from landscape.errors import UserError, first_line, whole_number
 from landscape.evaluate import check_options
 from landscape.grid import make_grid, make_tiles
 from landscape.spec import instantiate
@@ -71,13 +71,14 @@ def _fitted_range(points: np.ndarray, margin: float = 0.25) -> list[list[float]]
 
 def make_directions(cfg: dict[str, Any], model: torch.nn.Module, state: checkpoint.StateDict,
                     dims: int) -> directions.Directions:
+    """The run's directions from `directions.*`: random (seeded), the line between two checkpoints, or PCA."""
     d = cfg["directions"]
     names = [n for n, _ in model.named_parameters()]
     weights = [state[n] for n in names]
     if d["kind"] == "random":
         return directions.random_directions(names, weights, dims, d["norm"], d["ignore"], cfg["seed"])
     if d["kind"] == "line":
-        start_model = instantiate(cfg["model"])
+        start_model = build_model(cfg["model"])
         start = checkpoint.load_into(start_model, d["start"], cfg["model"].get("name", "model"))
         buffers = [n for n, _ in model.named_buffers()]
         return directions.line_direction(names, start, state, buffers)
@@ -154,44 +155,84 @@ def same_files_as_saved(cfg: dict[str, Any], saved: dict[str, Any]) -> dict[str,
     return out
 
 
-def reopen(run: RunDir, cfg: dict[str, Any], fp: str, overrides: list[str]) -> RunDir:
-    """An existing run of the same values on the same data; run.yaml rewritten where how it runs changed."""
+def build_model(spec: dict[str, Any]) -> torch.nn.Module:
+    """The network `model.*` describes; a factory that fails on these settings is bad input, not a crash."""
+    try:
+        return instantiate(spec)
+    except UserError:
+        raise
+    except Exception as err:  # a user's factory may raise anything (RuntimeError: negative dimension, ...)
+        raise UserError(f"cannot build model {spec.get('name', spec.get('_target_'))} from model.*: "
+                        f"{first_line(err)}") from err
+
+
+def grid_dims(cfg: dict[str, Any]) -> int:
+    """grid.dims, or the directions' own: a line is a 1D curve, the others a 2D plane."""
+    kind, dims = cfg["directions"]["kind"], cfg["grid"]["dims"]
+    dims = (1 if kind == "line" else 2) if dims is None else dims
+    if kind == "line" and dims != 1:
+        raise UserError("directions=line gives a 1D curve: leave grid.dims unset or set it to 1")
+    if kind == "pca" and dims != 2:
+        raise UserError("directions=pca gives a 2D plane: leave grid.dims unset or set it to 2")
+    return dims
+
+
+def check_settings(cfg: dict[str, Any]) -> int:
+    """The cheap checks, before any file is read: grid, seed, engine options, device, subset; returns the dims."""
+    g, dims = cfg["grid"], grid_dims(cfg)
+    range_ = DEFAULT_RANGE.get(cfg["directions"]["kind"], [-1.0, 1.0]) if g["range"] is None else g["range"]
+    make_tiles(make_grid(dims, g["resolution"], range_), g["tile"])  # pca's fitted range comes later
+    whole_number(cfg["seed"], "seed", 0)
+    check_options(**engine_options(cfg))
+    check_device(cfg["eval"]["device"], here=cfg["launcher"]["name"] in WORKERS_HERE)
+    data.check_subset(cfg["data"].get("subset"))
+    return dims
+
+
+def run_path(cfg: dict[str, Any], fingerprint: str) -> Path:
+    """run.dir, or a name made of the model, the directions and the fingerprint; never a path through a file."""
+    name = cfg["model"].get("name", "model")
+    path = Path(str(cfg["run"]["dir"] or f"runs/{name}-{cfg['directions']['kind']}-{fingerprint[:8]}"))
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"run.dir {path}: {blocker} is a file, not a folder; choose another run.dir")
+    return path
+
+
+def reopen(run: RunDir, cfg: dict[str, Any], fp: str, overrides: list[str], dry_run: bool = False) -> RunDir:
+    """An existing run of the same values on the same data; run.yaml refreshed to the new way of running
+    (nodes read it), except in a dry run."""
     if run.fingerprint != fp:
         diffs = config.differences(run.config, cfg) or ["the checkpoint files' contents changed"]
         raise UserError(f"{run.path} holds a run of another configuration ({'; '.join(diffs)}); "
                         "use a new run.dir, or delete the old one to replace it")
+    run.tiles  # noqa: B018 -- reads directions.h5: a broken run fails here, before run.yaml is touched
     digests = data_digests(cfg["data"])
     check_data_unchanged(run, digests)
-    update = {} if run.config == cfg else {"overrides": overrides, "config": cfg}  # nodes read run.yaml
+    update = {} if run.config == cfg else {"overrides": overrides, "config": cfg}
     if "data_files" not in run.saved:  # made by a version that did not record them: from now on checked
         update["data_files"] = digests
-    if update:
+    if update and not dry_run:
         _write_run_yaml(run, {**run.saved, **update})
         run = RunDir(run.path)
     return run
 
 
-def prepare(cfg: dict[str, Any], overrides: list[str], log=print) -> RunDir:
-    """The run directory for `cfg`: reopened if it holds the same fingerprint, else created."""
+def prepare(cfg: dict[str, Any], overrides: list[str], log=print, scratch: Path | None = None) -> RunDir:
+    """The run directory for `cfg`: reopened if it holds the same fingerprint, else created.
+
+    `scratch` (a dry run): nothing is written into run.dir; a new run is set up in `scratch` instead.
+    """
     kind = cfg["directions"]["kind"]
-    g = cfg["grid"]
-    make_tiles(make_grid(g["dims"] or 2, g["resolution"], g["range"] or [-1.0, 1.0]), g["tile"])  # fail early
-    check_options(**engine_options(cfg))
-    check_device(cfg["eval"]["device"], here=cfg["launcher"]["name"] in WORKERS_HERE)
-    data.check_subset(cfg["data"].get("subset"))
+    dims = check_settings(cfg)
     files = input_files(cfg)
-    model = instantiate(cfg["model"])
+    model = build_model(cfg["model"])
     state = checkpoint.load_into(model, cfg["checkpoint"], cfg["model"].get("name", "model"))
     fp = config.fingerprint(cfg, files)
-    run = RunDir(Path(cfg["run"]["dir"] or f"runs/{cfg['model'].get('name', 'model')}-{kind}-{fp[:8]}"))
+    run = RunDir(run_path(cfg, fp))
     if run.config_file.is_file():
         cfg = same_files_as_saved(cfg, run.config)
-        return reopen(run, cfg, config.fingerprint(cfg, files), overrides)
-    dims = cfg["grid"]["dims"] or (1 if kind == "line" else 2)
-    if kind == "line" and dims != 1:
-        raise UserError("directions=line gives a 1D curve: leave grid.dims unset or set it to 1")
-    if kind == "pca" and dims != 2:
-        raise UserError("directions=pca gives a 2D plane: leave grid.dims unset or set it to 2")
+        return reopen(run, cfg, config.fingerprint(cfg, files), overrides, dry_run=scratch is not None)
     check_data(cfg, model)
     digests = data_digests(cfg["data"])
     t0 = time.perf_counter()
@@ -204,12 +245,13 @@ def prepare(cfg: dict[str, Any], overrides: list[str], log=print) -> RunDir:
         _warn_negative_variances(cfg, dirs, grid.x, log)
     tiles = make_tiles(grid, cfg["grid"]["tile"])
     extra = {"xcoordinates": grid.x} | ({"ycoordinates": grid.y} if grid.y is not None else {})
-    run.path.mkdir(parents=True, exist_ok=True)
-    directions.save(run.directions_file, dirs, extra)
+    target = RunDir(scratch) if scratch is not None else run
+    target.path.mkdir(parents=True, exist_ok=True)
+    directions.save(target.directions_file, dirs, extra)
     saved = {"fingerprint": fp, "overrides": overrides, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
              "versions": {"landscape": landscape.__version__, "torch": str(torch.__version__)},
              "data_files": digests, "config": cfg}
-    _write_run_yaml(run, saved)  # last: its presence means the run is fully set up
-    log(f"new run {run.path}: {kind} directions ({time.perf_counter() - t0:.1f} s), "
-        f"grid {'x'.join(map(str, grid.shape[::-1]))}, {len(tiles)} tiles")
-    return run
+    _write_run_yaml(target, saved)  # last: its presence means the run is fully set up
+    log(f"{'dry run of a ' if scratch is not None else ''}new run {run.path}: {kind} directions "
+        f"({time.perf_counter() - t0:.1f} s), grid {'x'.join(map(str, grid.shape[::-1]))}, {len(tiles)} tiles")
+    return target

@@ -1,7 +1,6 @@
 """`landscape-status RUN_DIR`: tiles done / running / missing, points per second, time left."""
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from jobs.run import RunDir
 from landscape import surface
+from landscape.errors import UserError
 
 from . import lock
 from .backends import arrays
@@ -125,10 +125,11 @@ def summary(run: RunDir) -> str:
 
 
 @user_errors
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="landscape-status", description=__doc__)
-    parser.add_argument("run_dir", type=Path)
-    print(summary(RunDir(parser.parse_args(argv).run_dir)))
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        raise UserError(f"landscape-status takes one run directory (landscape-status RUN_DIR), got {len(argv)} "
+                        "arguments")
+    print(summary(RunDir(Path(argv[0]))))
     return 0
 
 

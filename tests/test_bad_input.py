@@ -40,6 +40,9 @@ CASES = {
     "unknown engine mode": (["eval.mode=fast"], "eval.mode 'fast' is unknown"),
     "engine switch neither true nor false": (["eval.cuda_graph=maybe"], "eval.cuda_graph is 'maybe'"),
     "subset that is not a count": (["data.subset=abc"], "data.subset is 'abc': use a number of samples"),
+    "one point on an axis of a 2D grid": (["grid.resolution=[1,5]"], "a 2D grid needs at least 2 points per axis"),
+    "no workers": (["launcher.workers=-1"], "launcher.workers is -1"),
+    "model that cannot be built": (["model.width=-1"], "cannot build model digits_cnn from model.*"),
 }
 
 

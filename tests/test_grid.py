@@ -39,9 +39,28 @@ def test_ranges():
     np.testing.assert_array_equal(make_grid(1, 3, 2).x, [-2, 0, 2])  # scale R means [-R, R]
 
 
-@pytest.mark.parametrize("resolution,range_,msg", [(0, [-1, 1], "must be 1 or more"),
-                                                    (-3, [-1, 1], "must be 1 or more"),
-                                                    (5, [1, 1], "empty"), (5, [2, -2], "empty")])
+@pytest.mark.parametrize("resolution,range_,msg", [
+    (0, [-1, 1], "grid.resolution along x is 0: use a whole number of 1 or more"),
+    (-3, [-1, 1], "whole number of 1 or more"), ("abc", [-1, 1], "grid.resolution along x is 'abc'"),
+    (2.5, [-1, 1], "grid.resolution along x is 2.5"), ([5, 5, 5], [-1, 1], "takes one value, or 2"),
+    (5, [1, 1], "empty"), (5, [2, -2], "empty"), (5, "abc", "grid.range is 'abc'"),
+    (5, [1, 2, 3], r"grid.range is \[1, 2, 3\]"), (5, [[0, 1]], r"grid.range is \[\[0, 1\]\]"),
+    (5, [[0, 1]] * 3, "grid.range is"), (5, [0, float("inf")], "finite"),
+    ([1, 5], [-1, 1], "a 2D grid needs at least 2 points per axis; use grid.dims=1 for a curve"),
+    ([5, 1], [-1, 1], "at least 2 points per axis"), (1, [-1, 1], "at least 2 points per axis")])
 def test_bad_grids(resolution, range_, msg):
     with pytest.raises(UserError, match=msg):
         make_grid(2, resolution, range_)
+
+
+@pytest.mark.parametrize("tile", ["abc", 2.5, 0, True, [2, 3, 4]])
+def test_bad_tiles(tile):
+    with pytest.raises(UserError, match="grid.tile is"):
+        make_tiles(make_grid(2, 5, 1), tile)
+
+
+def test_one_point_and_one_range_per_axis_in_1d():
+    np.testing.assert_array_equal(make_grid(1, 1, [0, 1]).x, [0])
+    np.testing.assert_array_equal(make_grid(1, 3, [[0, 1]]).x, [0, 0.5, 1])
+    with pytest.raises(UserError, match="grid.dims is 3"):
+        make_grid(3, 5, 1)

@@ -1,17 +1,34 @@
 """Local backend: one worker process per visible GPU, or K CPU worker processes, pulling tile ids
-from a shared queue (a slow worker never holds the others back); one worker runs in-process."""
+from a shared queue (a slow worker never holds the others back); one worker runs in-process.
+
+Ctrl-C reaches the driver only (workers start with SIGINT ignored); it stops the workers with SIGTERM, which
+removes a half-written tile's temporary file, and finished tiles stay: the same command computes the rest."""
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 import queue
-from typing import Any
+import signal
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from tqdm import tqdm
 
+from landscape.errors import whole_number
+
 from jobs.run import RunDir
 from jobs.tile import run_tiles
+
+
+def worker_count(value: Any) -> int | None:
+    """launcher.workers: null or auto (one per visible GPU, else 1) as None, or a whole number of 1 or more."""
+    return None if value in (None, "auto") else whole_number(value, "launcher.workers", 1, ", or auto")
+
+
+def check(cfg: dict[str, Any]) -> None:
+    """This backend's settings, checked before anything is written."""
+    worker_count(cfg.get("workers"))
 
 
 def _queue_iter(tasks: "mp.Queue", parent: int):
@@ -42,15 +59,38 @@ def worker_envs(workers: int | None) -> list[dict[str, str]]:
     return [{"LANDSCAPE_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ""} for _ in range(workers)]
 
 
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Processes started inside inherit an ignored SIGINT (Python keeps it ignored), so Ctrl-C hits the driver only."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop(procs: list[mp.Process], grace: float = 10.0) -> None:
+    """SIGTERM (the tile writer removes its temporary file), then SIGKILL for a worker stuck in a long kernel."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.join(grace)
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
 def run(run: RunDir, tile_ids: list[int], cfg: dict[str, Any]) -> None:
     """Compute the tiles here; progress is shown in points."""
     points = {t.id: t.npoints for t in run.tiles}
     bar = tqdm(total=sum(points[i] for i in tile_ids), unit="pt", desc="surface", smoothing=0.1)
-    envs = worker_envs(cfg.get("workers"))
+    envs = worker_envs(worker_count(cfg.get("workers")))
     if len(envs) == 1 and not torch.cuda.device_count():
         os.environ.update(envs[0])
-        run_tiles(str(run.path), tile_ids, on_done=lambda tid, sec: bar.update(points[tid]))
-        bar.close()
+        try:
+            run_tiles(str(run.path), tile_ids, on_done=lambda tid, sec: bar.update(points[tid]))
+        finally:
+            bar.close()
         return
     ctx = mp.get_context("spawn")
     tasks, done = ctx.Queue(), ctx.Queue()
@@ -60,16 +100,22 @@ def run(run: RunDir, tile_ids: list[int], cfg: dict[str, Any]) -> None:
         tasks.put(None)
     procs = [ctx.Process(target=_worker, args=(str(run.path), tasks, done, env, os.getpid()), daemon=True)
              for env in envs]
-    for p in procs:
-        p.start()
-    remaining = len(tile_ids)
-    while remaining and any(p.is_alive() for p in procs):
-        try:
-            tid = done.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        bar.update(points[tid])
-        remaining -= 1
-    for p in procs:
-        p.join()
-    bar.close()
+    with _sigint_ignored():
+        for p in procs:
+            p.start()
+    try:
+        remaining = len(tile_ids)
+        while remaining and any(p.is_alive() for p in procs):
+            try:
+                tid = done.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            bar.update(points[tid])
+            remaining -= 1
+    except BaseException:
+        _stop(procs)
+        raise
+    finally:
+        for p in procs:
+            p.join()
+        bar.close()
