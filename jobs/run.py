@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import yaml
 
 from landscape import directions, surface
-from landscape.errors import UserError
+from landscape.errors import UserError, first_line
 from landscape.grid import Grid, Tile, make_tiles
 
 
@@ -44,7 +44,7 @@ class RunDir:
         try:
             saved = yaml.safe_load(self.config_file.read_text())
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-            raise self._broken(self.config_file, f"is not readable YAML ({str(err).splitlines()[0]})") from err
+            raise self._broken(self.config_file, f"is not readable YAML ({first_line(err)})") from err
         if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict)
                 and isinstance(saved.get("fingerprint"), str) and isinstance(saved.get("overrides", []), list)):
             raise self._broken(self.config_file, "is empty or lacks its config and fingerprint")
@@ -63,7 +63,7 @@ class RunDir:
         try:
             yield
         except (OSError, KeyError, ValueError) as err:
-            raise self._broken(self.directions_file, f"is unreadable ({str(err).splitlines()[0]})") from err
+            raise self._broken(self.directions_file, f"is unreadable ({first_line(err)})") from err
 
     @property
     def config(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 
 def normalize(x: torch.Tensor, scale: float, mean: torch.Tensor | None, std: torch.Tensor | None,
@@ -135,7 +135,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         with h5py.File(path, "r", locking=False) as f:
             return {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        reason = first_line(err)
         raise UserError(f"data file {path} cannot be read as {kind}: {reason}") from err
 
 

@@ -24,7 +24,8 @@ def usage(doc: str, conf: str | None) -> str:
     """The command's docstring, then how settings are given and where their defaults live."""
     text = (doc or "").strip()
     if conf:
-        text += (f"\n\nSettings are key=value overrides (Hydra syntax: 'key=[1,2]' for a list, +key=value adds a key);\n"
+        text += ("\n\nSettings are key=value overrides (Hydra syntax: 'key=[1,2]' for a list, "
+                 "+key=value adds a key);\n"
                  f"every default, with a comment, lives in {CONF_DIR / (conf + '.yaml')}\n"
                  f"and in the groups beside it (model/, data/, ...).")
     return text + "\nREADME.md explains the workflow, the run directory and every backend."

@@ -6,7 +6,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from landscape.errors import UserError
+from landscape.errors import UserError, first_line
 from landscape.surface import h5open
 from landscape.plot import PlotOptions, plot_surface_file
 
@@ -31,7 +31,7 @@ def _anything_done(run: RunDir) -> bool:
         with h5open(run.surface_file) as f:
             return bool(f["done"][()].any()) and "xcoordinates" in f
     except (OSError, KeyError) as err:
-        raise UserError(f"{run.surface_file} is unreadable ({str(err).splitlines()[0]}): rebuild it from the tiles "
+        raise UserError(f"{run.surface_file} is unreadable ({first_line(err)}): rebuild it from the tiles "
                         f"with landscape-surface run.dir={run.path} launcher=none") from err
 
 

@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ckpts = _start(out, cfg)
     print(f"training {cfg['model']['name']} on {cfg['data']['name']} ({len(dataset.train)} samples) on {device}")
     last = train(model, dataset, tc, ckpts, device)[-1]
-    result = f"test accuracy {last['test_acc']:.1f}%" if dataset.num_classes > 0 else f"test loss {last['test_loss']:.4g}"
+    result = (f"test accuracy {last['test_acc']:.1f}%" if dataset.num_classes > 0
+              else f"test loss {last['test_loss']:.4g}")
     print(f"checkpoints {ckpts}: epoch_000.pt .. epoch_{tc.epochs:03d}.pt, last.pt ({result})")
     return 0
 
