@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from landscape import directions, surface
+from landscape import data, directions, surface
 from landscape.errors import UserError, first_line
 from landscape.grid import Grid, Tile, make_tiles
 
@@ -86,7 +86,11 @@ class RunDir:
         return self.path / "tiles" / f"{tile.id:05d}.h5"
 
     def read_tile(self, tile: Tile) -> tuple[dict | None, str]:
-        return surface.read_tile(self.tile_file(tile), tile, self.fingerprint)
+        """(values, "") for a complete tile of this run, with a loss for every split it evaluates; (None, why)."""
+        values, why = surface.read_tile(self.tile_file(tile), tile, self.fingerprint)
+        lost = [k for k in (f"{s}_loss" for s in data.split_names(self.config["data"]["split"]))
+                if values is not None and k not in values]
+        return (None, f"dataset {lost[0]} missing") if lost else (values, why)
 
     def missing(self) -> list[Tile]:
         """Tiles without a complete file of this run: the whole plan of a resume."""

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from landscape import checkpoint, data, surface
+from landscape import checkpoint, data, digest, surface
 from landscape.errors import UserError
 from landscape.evaluate import TRISTATES, Evaluator
 from landscape.hardware import tune_cpu_malloc
@@ -81,6 +81,10 @@ def build_evaluator(run: RunDir, device: torch.device | None = None, cache_dir: 
     origin_file = cfg["directions"]["start"] if cfg["directions"]["kind"] == "line" else cfg["checkpoint"]
     origin = checkpoint.load_into(model, origin_file, cfg["model"].get("name", "model"))
     names = [n for n, _ in model.named_parameters()]
+    gone = digest.changed(run.saved.get("data_files") or {})
+    if gone:  # changed after the driver checked it (a queued array task): never mix other data into the run
+        raise UserError(f"data file {gone[0]} changed since this run was created: this worker computes nothing; "
+                        f"restore it, or start a new run.dir")
     dataset = data.load(cfg["data"])
     split = cfg["data"]["split"]
     splits = {s: dataset.split(s) for s in data.split_names(split)}

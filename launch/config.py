@@ -13,6 +13,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from landscape.digest import file_digest
 from landscape.errors import UserError, first_line
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -89,22 +90,11 @@ def value_keys(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in _flatten(cfg).items() if not volatile(k) and not (k in NEUTRAL and NEUTRAL[k] == v)}
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes (streamed); size and mtime for files over 1 GiB."""
-    path = Path(path)
-    st = path.stat()
-    if st.st_size > 1 << 30:
-        return f"size={st.st_size},mtime={st.st_mtime_ns}"
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fingerprint(cfg: dict[str, Any], inputs: list[Path]) -> str:
-    """Hash of every setting that changes values, plus the contents of the checkpoints read."""
-    payload = {"config": value_keys(cfg), "files": [file_digest(p) for p in inputs]}
+def fingerprint(cfg: dict[str, Any], inputs: list[Path], digests: list[str] | None = None) -> str:
+    """Hash of every setting that changes values, plus the contents of the checkpoints read (`digests`: theirs,
+    where already computed)."""
+    files = digests if digests is not None else [file_digest(p) for p in inputs]
+    payload = {"config": value_keys(cfg), "files": files}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -16,6 +16,7 @@ import yaml
 
 import landscape
 from landscape import checkpoint, data, directions
+from landscape.digest import file_digest
 from landscape.errors import UserError, first_line, whole_number
 from landscape.evaluate import check_options
 from landscape.grid import make_grid, make_tiles
@@ -109,7 +110,7 @@ def data_digests(spec: dict[str, Any]) -> dict[str, str]:
     absent = [str(p) for p in data.files(spec) if not p.is_file()]
     if absent:
         raise UserError(f"data file {absent[0]} does not exist")
-    return {str(p): config.file_digest(p) for p in data.files(spec)}
+    return {str(p): file_digest(p) for p in data.files(spec)}
 
 
 def _short(digest: str) -> str:
@@ -199,11 +200,24 @@ def run_path(cfg: dict[str, Any], fingerprint: str) -> Path:
     return path
 
 
-def reopen(run: RunDir, cfg: dict[str, Any], fp: str, overrides: list[str], dry_run: bool = False) -> RunDir:
+def changed_inputs(recorded: dict[str, str] | None, inputs: dict[str, str]) -> list[str]:
+    """Which checkpoints differ from those a run recorded (compared as real paths), in words."""
+    if recorded is None:  # a run made before inputs were recorded
+        return ["the checkpoint files' contents changed"]
+    real = lambda d: {os.path.realpath(p): (p, h) for p, h in d.items()}  # noqa: E731
+    old, new = real(recorded), real(inputs)
+    out = [f"{p} changed" for k, (p, h) in new.items() if k in old and old[k][1] != h]
+    out += [f"{p} is new" for k, (p, _) in new.items() if k not in old]
+    out += [f"{p} is no longer read" for k, (p, _) in old.items() if k not in new]
+    return out or ["the checkpoint files' contents changed"]
+
+
+def reopen(run: RunDir, cfg: dict[str, Any], fp: str, overrides: list[str], inputs: dict[str, str],
+           dry_run: bool = False) -> RunDir:
     """An existing run of the same values on the same data; run.yaml refreshed to the new way of running
     (nodes read it), except in a dry run."""
     if run.fingerprint != fp:
-        diffs = config.differences(run.config, cfg) or ["the checkpoint files' contents changed"]
+        diffs = config.differences(run.config, cfg) or changed_inputs(run.saved.get("inputs"), inputs)
         raise UserError(f"{run.path} holds a run of another configuration ({'; '.join(diffs)}); "
                         "use a new run.dir, or delete the old one to replace it")
     run.tiles  # noqa: B018 -- reads directions.h5: a broken run fails here, before run.yaml is touched
@@ -212,6 +226,8 @@ def reopen(run: RunDir, cfg: dict[str, Any], fp: str, overrides: list[str], dry_
     update = {} if run.config == cfg else {"overrides": overrides, "config": cfg}
     if "data_files" not in run.saved:  # made by a version that did not record them: from now on checked
         update["data_files"] = digests
+    if "inputs" not in run.saved:
+        update["inputs"] = inputs
     if update and not dry_run:
         _write_run_yaml(run, {**run.saved, **update})
         run = RunDir(run.path)
@@ -228,11 +244,13 @@ def prepare(cfg: dict[str, Any], overrides: list[str], log=print, scratch: Path 
     files = input_files(cfg)
     model = build_model(cfg["model"])
     state = checkpoint.load_into(model, cfg["checkpoint"], cfg["model"].get("name", "model"))
-    fp = config.fingerprint(cfg, files)
+    hashes = [file_digest(p) for p in files]
+    inputs = dict(zip(map(str, files), hashes))  # recorded: a later mismatch names the file
+    fp = config.fingerprint(cfg, files, hashes)
     run = RunDir(run_path(cfg, fp))
     if run.config_file.is_file():
         cfg = same_files_as_saved(cfg, run.config)
-        return reopen(run, cfg, config.fingerprint(cfg, files), overrides, dry_run=scratch is not None)
+        return reopen(run, cfg, config.fingerprint(cfg, files, hashes), overrides, inputs, dry_run=scratch is not None)
     check_data(cfg, model)
     digests = data_digests(cfg["data"])
     t0 = time.perf_counter()
@@ -250,7 +268,7 @@ def prepare(cfg: dict[str, Any], overrides: list[str], log=print, scratch: Path 
     directions.save(target.directions_file, dirs, extra)
     saved = {"fingerprint": fp, "overrides": overrides, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
              "versions": {"landscape": landscape.__version__, "torch": str(torch.__version__)},
-             "data_files": digests, "config": cfg}
+             "inputs": inputs, "data_files": digests, "config": cfg}
     _write_run_yaml(target, saved)  # last: its presence means the run is fully set up
     log(f"{'dry run of a ' if scratch is not None else ''}new run {run.path}: {kind} directions "
         f"({time.perf_counter() - t0:.1f} s), grid {'x'.join(map(str, grid.shape[::-1]))}, {len(tiles)} tiles")

@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 
+from jobs.tile import run_tiles
 from launch import config, surface
 from launch.prepare import prepare
 from landscape import data
@@ -141,6 +142,18 @@ def test_changed_data_file_refuses_the_resume_and_leaves_tiles_alone(net, tmp_pa
         assert f"data file {cur} changed since this run was created (sha256 {digest[:12]} then" in lines[0]
         assert "use a new run.dir, or delete" in lines[0]
     assert _snapshot(run) == before and not (run / "tiles" / "00001.h5").exists()
+
+
+def test_a_worker_refuses_data_changed_after_the_driver_checked_it(net, tmp_path):
+    """A queued array task that starts after the file changed computes nothing (the driver checked earlier)."""
+    cur = tmp_path / "cur.npz"
+    np.savez(cur, x=_x(), y=_labels())
+    args = _args(net, cur, "grid.tile=2", f"run.dir={tmp_path / 'run'}", "launcher=none")
+    run = prepare(config.load("surface", args), args, log=lambda *_: None)
+    np.savez(cur, x=_x() + 1, y=_labels())
+    with pytest.raises(UserError, match=f"data file {cur} changed since this run was created: this worker computes"):
+        run_tiles(str(run.path), [0])
+    assert not list(run.path.glob("tiles/*.h5"))
 
 
 def test_a_run_without_data_digests_records_them_on_reopen(net, tmp_path):

@@ -44,3 +44,18 @@ def test_run_saved_with_relative_paths_by_an_older_version_still_resumes(trained
     out = cli("landscape-surface", *args, f"checkpoint={other}", "run.dir=old", "launcher=none", cwd=tmp_path,
               check=False)
     assert out.returncode == 2 and "checkpoint: ck/last.pt -> " in out.stderr
+
+
+def test_a_changed_or_added_checkpoint_is_named(trained, tmp_path):
+    ckpts = tmp_path / "ckpts"
+    shutil.copytree(trained, ckpts)
+    args = ["model=digits_cnn", "data=digits", f"checkpoint={ckpts / 'last.pt'}", "directions=pca",
+            f"directions.checkpoints={ckpts}", "grid.resolution=3", f"run.dir={tmp_path / 'run'}", "launcher=none"]
+    cli("landscape-surface", *args)
+    shutil.copy(ckpts / "epoch_003.pt", ckpts / "epoch_099.pt")  # one more epoch in the trajectory's folder
+    out = cli("landscape-surface", *args, check=False)
+    assert out.returncode == 2 and f"{ckpts / 'epoch_099.pt'} is new" in out.stderr, out.stderr
+    (ckpts / "epoch_099.pt").unlink()
+    shutil.copy(ckpts / "epoch_000.pt", ckpts / "epoch_002.pt")  # a checkpoint overwritten
+    out = cli("landscape-surface", *args, check=False)
+    assert out.returncode == 2 and f"({ckpts / 'epoch_002.pt'} changed)" in out.stderr, out.stderr

@@ -119,6 +119,17 @@ def test_truncated_tile_is_detected_and_recomputed(one_tile, base_args, tmp_path
                                   read_surface(run / "surface.h5")["train_loss"])
 
 
+def test_tile_missing_a_loss_is_recomputed(one_tile, base_args, tmp_path):
+    run = copy_run(one_tile, tmp_path / "lossless")
+    with h5py.File(run / "tiles" / "00000.h5", "r+") as f:
+        del f["train_loss"]
+    assert "dataset train_loss missing (will be recomputed)" in cli("landscape-status", run).stdout
+    out = cli("landscape-surface", *base_args, *GRID, "grid.tile=16", f"run.dir={run}")
+    assert "0/1 tiles done, 1 to compute" in out.stdout
+    np.testing.assert_array_equal(read_surface(one_tile / "surface.h5")["train_loss"],
+                                  read_surface(run / "surface.h5")["train_loss"])
+
+
 def test_tile_of_another_run_is_not_mixed_in(one_tile, base_args, tmp_path):
     run = copy_run(one_tile, tmp_path / "foreign")
     with h5py.File(run / "tiles" / "00000.h5", "r+") as f:
