@@ -60,7 +60,10 @@ def _writing(run: RunDir, driven: bool, sched: dict[int, tuple[str, str]]) -> se
     scheduler says the run goes on. A killed worker's leftover files do not count."""
     out = set()
     for p, live in lock.writers(run.path):
-        tid = int(p.target.split(".")[0])
+        name = p.target.split(".")[0]
+        if not name.isdigit():
+            continue
+        tid = int(name)
         if live or (live is None and (driven or sched.get(tid, ("",))[0] in arrays.ACTIVE)):
             out.add(tid)
     return out
