@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import BIN, cli, wait_for
-from launch import lock
+from launch import lock, status, surface
 from landscape.errors import UserError
 
 
@@ -69,18 +69,20 @@ def test_second_driver_refused_status_shows_the_first(base_args, tmp_path):
     assert lock.driver_file(run).exists() and lock.current_driver(run) is None
 
 
-def test_a_killed_workers_leftovers_are_not_running_and_are_cleared(base_args, tmp_path):
+def test_a_killed_workers_leftovers_are_not_running_and_are_cleared(base_args, tmp_path, capsys):
     run = tmp_path / "run"
     args = [*base_args, "grid.resolution=6", "grid.tile=3", f"run.dir={run}"]
-    cli("landscape-surface", *args, "launcher=none")  # the run, no tile computed
+    assert surface.main([*args, "launcher=none"]) == 0  # the run, no tile computed (in-process: fast)
     dead, host = _dead_pid(), os.uname().nodename
     leftovers = [run / "tiles" / f".00001.h5.{host}.{dead}.run", run / "tiles" / f".00002.h5.{host}.{dead}.tmp"]
     (run / "tiles").mkdir()
     for p in leftovers:
         p.write_bytes(b"")
-    status = cli("landscape-status", run).stdout
-    assert "0 running" in status and "4 missing" in status and "to finish:" in status
-    out = cli("landscape-surface", *args)
-    assert "4/4 tiles" in out.stdout
+    capsys.readouterr()
+    assert status.main([str(run)]) == 0
+    shown = capsys.readouterr().out
+    assert "0 running" in shown and "4 missing" in shown and "to finish:" in shown
+    assert surface.main(args) == 0
+    assert "4/4 tiles" in capsys.readouterr().out
     assert not any(p.exists() for p in leftovers)
     assert not lock.driver_file(run).exists()  # released at the end

@@ -1,61 +1,69 @@
 """Paths typed relative to where the command runs: saved absolute, so a resume from another folder (or a
-job that starts in $HOME) reads the same files; another spelling of the same file is the same run."""
+job that starts in $HOME) reads the same files; another spelling of the same file is the same run.
+In-process (`surface.main`, the console script's function) with the working folder changed: fast."""
 import shutil
 
 import yaml
 
-from conftest import cli
-from launch import config
+from launch import config, surface
 
 
-def _relative_setup(trained, tmp_path):
+def _surface(capsys, *args) -> tuple[int, str, str]:
+    rc = surface.main([*map(str, args)])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _relative_setup(trained, tmp_path, monkeypatch):
     (tmp_path / "ck").mkdir()
     shutil.copy(trained / "last.pt", tmp_path / "ck" / "last.pt")
+    monkeypatch.chdir(tmp_path)
     return ["model=digits_cnn", "data=digits", "grid.resolution=3", "grid.tile=3"]
 
 
-def test_relative_checkpoint_is_saved_absolute_and_resumes_from_anywhere(trained, tmp_path):
-    args = _relative_setup(trained, tmp_path)
+def test_relative_checkpoint_is_saved_absolute_and_resumes_from_anywhere(trained, tmp_path, monkeypatch, capsys):
+    args = _relative_setup(trained, tmp_path, monkeypatch)
     run = tmp_path / "run"
-    cli("landscape-surface", *args, "checkpoint=ck/last.pt", "run.dir=run", cwd=tmp_path)
+    assert _surface(capsys, *args, "checkpoint=ck/last.pt", "run.dir=run")[0] == 0
     saved = yaml.safe_load((run / "run.yaml").read_text())
     assert saved["config"]["checkpoint"] == str(tmp_path / "ck" / "last.pt")
-    out = cli("landscape-surface", f"run.dir={run}", cwd="/")  # the saved command, from another folder
-    assert "1/1 tiles done, 0 to compute" in out.stdout
-    out = cli("landscape-surface", *args, "checkpoint=./ck/../ck/last.pt", f"run.dir={run}", cwd=tmp_path)
-    assert "1/1 tiles done, 0 to compute" in out.stdout
+    monkeypatch.chdir("/")
+    rc, out, err = _surface(capsys, f"run.dir={run}")  # the saved command, from another folder
+    assert rc == 0 and "1/1 tiles done, 0 to compute" in out, err
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = _surface(capsys, *args, "checkpoint=./ck/../ck/last.pt", f"run.dir={run}")
+    assert rc == 0 and "1/1 tiles done, 0 to compute" in out, err
 
 
-def test_run_saved_with_relative_paths_by_an_older_version_still_resumes(trained, tmp_path):
-    args = _relative_setup(trained, tmp_path)
+def test_run_saved_with_relative_paths_by_an_older_version_still_resumes(trained, tmp_path, monkeypatch, capsys):
+    args = _relative_setup(trained, tmp_path, monkeypatch)
     run = tmp_path / "old"
-    cli("landscape-surface", *args, "checkpoint=ck/last.pt", "run.dir=old", "launcher=none", cwd=tmp_path)
+    assert _surface(capsys, *args, "checkpoint=ck/last.pt", "run.dir=old", "launcher=none")[0] == 0
     saved = yaml.safe_load((run / "run.yaml").read_text())
     saved["config"]["checkpoint"] = "ck/last.pt"  # as versions before absolute paths wrote it
     saved["overrides"] = [o if not o.startswith("checkpoint=") else "checkpoint=ck/last.pt" for o in saved["overrides"]]
     saved["fingerprint"] = config.fingerprint(saved["config"], [tmp_path / "ck" / "last.pt"])
     (run / "run.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     for spelling in ("ck/last.pt", "./ck/last.pt"):
-        out = cli("landscape-surface", *args, f"checkpoint={spelling}", "run.dir=old", "launcher=none", cwd=tmp_path)
-        assert "0/1 tiles done" in out.stdout, out.stderr
+        rc, out, err = _surface(capsys, *args, f"checkpoint={spelling}", "run.dir=old", "launcher=none")
+        assert rc == 0 and "0/1 tiles done" in out, err
     assert yaml.safe_load((run / "run.yaml").read_text())["fingerprint"] == saved["fingerprint"]
     other = tmp_path / "ck" / "copy.pt"
     shutil.copy(tmp_path / "ck" / "last.pt", other)  # same bytes, another file: a different setting, refused
-    out = cli("landscape-surface", *args, f"checkpoint={other}", "run.dir=old", "launcher=none", cwd=tmp_path,
-              check=False)
-    assert out.returncode == 2 and "checkpoint: ck/last.pt -> " in out.stderr
+    rc, _, err = _surface(capsys, *args, f"checkpoint={other}", "run.dir=old", "launcher=none")
+    assert rc == 2 and "checkpoint: ck/last.pt -> " in err
 
 
-def test_a_changed_or_added_checkpoint_is_named(trained, tmp_path):
+def test_a_changed_or_added_checkpoint_is_named(trained, tmp_path, capsys):
     ckpts = tmp_path / "ckpts"
     shutil.copytree(trained, ckpts)
     args = ["model=digits_cnn", "data=digits", f"checkpoint={ckpts / 'last.pt'}", "directions=pca",
             f"directions.checkpoints={ckpts}", "grid.resolution=3", f"run.dir={tmp_path / 'run'}", "launcher=none"]
-    cli("landscape-surface", *args)
+    assert _surface(capsys, *args)[0] == 0
     shutil.copy(ckpts / "epoch_003.pt", ckpts / "epoch_099.pt")  # one more epoch in the trajectory's folder
-    out = cli("landscape-surface", *args, check=False)
-    assert out.returncode == 2 and f"{ckpts / 'epoch_099.pt'} is new" in out.stderr, out.stderr
+    rc, _, err = _surface(capsys, *args)
+    assert rc == 2 and f"{ckpts / 'epoch_099.pt'} is new" in err, err
     (ckpts / "epoch_099.pt").unlink()
     shutil.copy(ckpts / "epoch_000.pt", ckpts / "epoch_002.pt")  # a checkpoint overwritten
-    out = cli("landscape-surface", *args, check=False)
-    assert out.returncode == 2 and f"({ckpts / 'epoch_002.pt'} changed)" in out.stderr, out.stderr
+    rc, _, err = _surface(capsys, *args)
+    assert rc == 2 and f"({ckpts / 'epoch_002.pt'} changed)" in err, err
