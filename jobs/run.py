@@ -88,9 +88,10 @@ class RunDir:
     def read_tile(self, tile: Tile) -> tuple[dict | None, str]:
         """(values, "") for a complete tile of this run, with a loss for every split it evaluates; (None, why)."""
         values, why = surface.read_tile(self.tile_file(tile), tile, self.fingerprint)
-        lost = [k for k in (f"{s}_loss" for s in data.split_names(self.config["data"]["split"]))
-                if values is not None and k not in values]
-        return (None, f"dataset {lost[0]} missing") if lost else (values, why)
+        for name in data.split_names(self.config["data"]["split"]) if values is not None else ():
+            if f"{name}_loss" not in values:
+                return None, f"dataset {name}_loss missing"
+        return values, why
 
     def missing(self) -> list[Tile]:
         """Tiles without a complete file of this run: the whole plan of a resume."""

@@ -17,11 +17,21 @@ def first_line(err: BaseException, limit: int | None = None) -> str:
     return (lines[0] if lines else type(err).__name__)[:limit]
 
 
-def whole_number(value: Any, key: str, minimum: int = 1, alternatives: str = "") -> int:
-    """`value` as an int of at least `minimum`; YAML also hands over bools, floats and strings, which fail here."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise UserError(f"{key} is {value!r}: use a whole number of {minimum} or more{alternatives}")
+def whole_number(value: Any, key: str, minimum: int | None = 1, alternatives: str = "") -> int:
+    """`value` as an int of at least `minimum` (None: any); YAML also hands over bools, floats and strings."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" of {minimum} or more"
+        raise UserError(f"{key} is {value!r}: use a whole number{bound}{alternatives}")
     return int(value)
+
+
+def real_number(value: Any, key: str, low: float, above: bool = False) -> float:
+    """`value` as a float at or above `low` (strictly above, where `above`); bools and strings fail here."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok or (value <= low if above else value < low):
+        raise UserError(f"{key} is {value!r}: use a number {'above' if above else 'of'} {low:g}"
+                        f"{'' if above else ' or more'}")
+    return float(value)
 
 
 def is_number(value: Any) -> bool:

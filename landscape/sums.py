@@ -72,18 +72,20 @@ def _check_targets(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool
 
 def point_sums(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool) -> torch.Tensor:
     """(P, 2) fp32 [loss sum, correct count] of outputs `out` (P, B, ...) against targets `y` (B, ...)."""
-    check_loss(loss, classify)  # never a silent fallback to another loss
     out = out.float()  # fp16/bf16 logits to fp32 before any reduction
     p = out.shape[0]
-    if loss == "cross_entropy":
+    if loss == "cross_entropy" and classify:
         picked = out.gather(-1, y.view(1, -1, 1).expand(p, -1, 1)).squeeze(-1)
         total = (torch.logsumexp(out, -1) - picked).sum(1)
-    else:
+    elif loss in ("mse", "mae"):
         if classify:  # Li et al.: softmax probabilities against one-hot targets
             target = F.one_hot(y, out.shape[-1]).to(out.dtype)
             diff = out.softmax(-1) - target
         else:
             diff = out - y.reshape(out.shape[1:])
         total = (diff.square() if loss == "mse" else diff.abs()).flatten(1).sum(1)
+    else:  # never a silent fallback to another loss: an unknown one, or cross_entropy on regression targets
+        check_loss(loss, classify)
+        raise UserError(f"loss {loss} cannot be computed here")
     correct = (out.argmax(-1) == y).flatten(1).sum(1).float() if classify else torch.zeros_like(total)
     return torch.stack([total, correct], 1)

@@ -4,13 +4,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from .data import Data, Split
-from .errors import UserError
+from .errors import real_number, whole_number
 from .sums import check_fits, check_loss, loss_sum
 
 
@@ -29,24 +28,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Bad values are a UserError naming the key (`train.lr`, `loss`), raised before anything trains."""
         check_loss(self.loss)
-        _check_number("seed", self.seed, whole=True)
-        _check_number("train.epochs", self.epochs, whole=True, low=0)
-        _check_number("train.batch_size", self.batch_size, whole=True, low=1)
-        _check_number("train.lr", self.lr, low=0, above=True)
-        _check_number("train.momentum", self.momentum, low=0)
-        _check_number("train.weight_decay", self.weight_decay, low=0)
-
-
-def _check_number(key: str, value: Any, whole: bool = False, low: float | None = None, above: bool = False) -> None:
-    """A UserError unless `value` is a number (an int where `whole`) at or above `low` (above it, where `above`)."""
-    kinds = (int,) if whole else (int, float)
-    bad = isinstance(value, bool) or not isinstance(value, kinds)
-    if not bad and low is not None:
-        bad = value <= low if above else value < low
-    if bad:
-        what = "a whole number" if whole else "a number"
-        bound = "" if low is None else f" {'above' if above else 'of'} {low:g}{'' if above else ' or more'}"
-        raise UserError(f"{key} is {value!r}: use {what}{bound}")
+        whole_number(self.seed, "seed", None)
+        whole_number(self.epochs, "train.epochs", 0)
+        whole_number(self.batch_size, "train.batch_size", 1)
+        real_number(self.lr, "train.lr", 0, above=True)
+        real_number(self.momentum, "train.momentum", 0)
+        real_number(self.weight_decay, "train.weight_decay", 0)
 
 
 def check_data(model: nn.Module, data: Data, cfg: TrainConfig) -> None:

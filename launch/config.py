@@ -17,11 +17,12 @@ from landscape.digest import file_digest
 from landscape.errors import UserError, first_line
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-# Keys that never change a value on the surface: they may differ between a run and its resume.
+# Keys that never change a value on the surface (or a training's checkpoints): they may differ between a run
+# and its resume. train.overwrite says how to treat old checkpoints, not what is trained.
 # eval.stream / points_per_batch / cuda_graph are bitwise-neutral in fp32 (tests/test_engine.py; a captured
 # pass replays the same kernels and is checked against the plain one); precision_check only adds a figure.
 VOLATILE = ("launcher", "plot", "run", "eval.device", "eval.stream", "eval.points_per_batch", "eval.precision_check",
-            "eval.cuda_graph")
+            "eval.cuda_graph", "train.overwrite")
 # Value-changing keys added after runs existed, at the value that behaves as before the key did: left out
 # of the fingerprint, so a run made by an older version still resumes.
 NEUTRAL = {"eval.compile_mode": "default", "eval.pad_linear": "auto"}

@@ -6,7 +6,6 @@ trajectories never mix.
 """
 from __future__ import annotations
 
-import copy
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -47,10 +46,7 @@ def _differences(out: Path, cfg: dict[str, Any]) -> list[str] | None:
     saved_file = out / "train.yaml"
     if not saved_file.is_file():
         return None
-    saved, now = yaml.safe_load(saved_file.read_text()), copy.deepcopy(cfg)
-    for c in (saved, now):
-        c.get("train", {}).pop("overwrite", None)  # how to treat old files, not what is trained
-    return config.differences(saved, now)
+    return config.differences(yaml.safe_load(saved_file.read_text()), cfg)  # train.overwrite is volatile
 
 
 def already_trained(out: Path, cfg: dict[str, Any]) -> bool:

@@ -38,6 +38,13 @@ def cli(command: str, *args: str, cwd: Path | None = None, check: bool = True, t
     return proc
 
 
+def one_error_line(rc: int, err: str, fragment: str) -> str:
+    """Bad input's contract: exit 2 and exactly one stderr line, `error: ...` holding `fragment`."""
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Path:
     """R/checkpoints/epoch_000.pt .. epoch_008.pt and last.pt of a digits CNN."""

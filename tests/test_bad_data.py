@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import one_error_line
 from jobs.tile import run_tiles
 from launch import config, surface
 from launch.prepare import prepare
@@ -102,7 +103,7 @@ def test_bad_data_is_one_line_before_anything_is_written(case, net, tmp_path, ca
     name, content, more, message = CASES[case]
     _write(tmp_path / name, content)
     rc, lines = _surface(capsys, *_args(net, tmp_path / name, *more), f"run.dir={tmp_path / 'run'}")
-    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    one_error_line(rc, "\n".join(lines), message)
     assert not (tmp_path / "run").exists()
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cli
+from conftest import cli, one_error_line
 from landscape.errors import UserError
 from landscape.models import resnet20
 from launch import config
@@ -55,9 +55,7 @@ def test_bad_input_is_one_clear_line(case, trained, existing_run, tmp_path):
     for run_dir in (existing_run, tmp_path / "new"):
         out = cli("landscape-surface", "model=digits_cnn", "data=digits", f"checkpoint={trained / 'last.pt'}",
                   "grid.resolution=3", *args, f"run.dir={run_dir}", check=False)
-        assert out.returncode == 2, out.stderr
-        lines = out.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
+        one_error_line(out.returncode, out.stderr, message)
     assert _snapshot(existing_run) == before
     assert not (tmp_path / "new" / "run.yaml").exists()
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import one_error_line
 from launch import train
 
 TINY = ["model=digits_cnn", "data=digits", "train.epochs=2"]
@@ -23,11 +24,6 @@ def _snapshot(run):
     """Every file's bytes and mtime: a refused or reused training must not touch any."""
     return {str(p.relative_to(run)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
             for p in sorted(run.rglob("*")) if p.is_file()}
-
-
-def _one_error_line(rc, err, fragment):
-    lines = err.strip().splitlines()
-    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +50,7 @@ BAD = {
 def test_bad_setting_is_one_line_and_writes_nothing(case, tmp_path, capsys):
     args, fragment = BAD[case]
     rc, _, err = _run(capsys, *TINY, *args, f"run.dir={tmp_path / 'R'}")
-    _one_error_line(rc, err, fragment)
+    one_error_line(rc, err, fragment)
     assert not (tmp_path / "R").exists()
 
 
@@ -62,7 +58,7 @@ def test_another_training_is_refused_and_the_first_kept(trained_run, capsys):
     before = _snapshot(trained_run)
     rc, _, err = _run(capsys, "model=digits_cnn", "data=digits", "train.epochs=1", "train.lr=0.01",
                       f"run.dir={trained_run}")
-    _one_error_line(rc, err, "holds checkpoints of another training (train.epochs: 2 -> 1; train.lr: 0.05 -> 0.01)")
+    one_error_line(rc, err, "holds checkpoints of another training (train.epochs: 2 -> 1; train.lr: 0.05 -> 0.01)")
     assert "train.overwrite=true" in err
     assert _snapshot(trained_run) == before
 
@@ -85,7 +81,7 @@ def test_an_interrupted_training_starts_again(trained_run, tmp_path, capsys):
     stale = (run / "checkpoints" / "epoch_001.pt").stat().st_mtime_ns
     before = _snapshot(run)
     rc, _, err = _run(capsys, "model=digits_cnn", "data=digits", "train.epochs=1", f"run.dir={run}")
-    _one_error_line(rc, err, "holds checkpoints of another training (train.epochs: 2 -> 1)")
+    one_error_line(rc, err, "holds checkpoints of another training (train.epochs: 2 -> 1)")
     assert _snapshot(run) == before
     rc, out, _ = _run(capsys, *TINY, f"run.dir={run}")
     assert rc == 0 and "epoch_000.pt .. epoch_002.pt, last.pt" in out
@@ -121,5 +117,5 @@ def test_regression_reports_the_test_loss(tmp_path, capsys):
 
 def test_cross_entropy_on_regression_data_writes_nothing(tmp_path, capsys):
     rc, _, err = _run(capsys, *_regression_file(tmp_path), f"run.dir={tmp_path / 'R'}")
-    _one_error_line(rc, err, "loss cross_entropy needs class labels")
+    one_error_line(rc, err, "loss cross_entropy needs class labels")
     assert not (tmp_path / "R").exists()
