@@ -23,10 +23,11 @@ import torch
 from mpi4py import MPI
 
 from landscape.errors import UserError
+from landscape.hardware import pick_device
 
 from .reduce import reduce
 from .run import RunDir
-from .tile import pick_device, run_tiles
+from .tile import run_tiles
 
 START, ASK, TILE = 1, 2, 3  # tags: rank 0 -> run dir (None: nothing to do); worker -> ask; rank 0 -> tile id or None
 POLL_S = 0.005              # the latency a request can wait; a tile takes far longer

@@ -14,6 +14,8 @@ from landscape import data, directions, surface
 from landscape.errors import UserError, first_line
 from landscape.grid import Grid, Tile, make_tiles
 
+from .settings import RUN_FORMAT, RunSettings, parse
+
 
 @dataclass
 class RunDir:
@@ -48,7 +50,16 @@ class RunDir:
         if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict)
                 and isinstance(saved.get("fingerprint"), str) and isinstance(saved.get("overrides", []), list)):
             raise self._broken(self.config_file, "is empty or lacks its config and fingerprint")
+        if saved.get("format") != RUN_FORMAT:
+            raise UserError(f"{self.path} was made by another version of landscape (run format "
+                            f"{saved.get('format', 1)}, this one reads {RUN_FORMAT}): its tiles cannot be checked "
+                            f"against today's inputs; use a new run.dir, or delete {self.path} to compute it anew")
         return saved
+
+    @cached_property
+    def settings(self) -> RunSettings:
+        """The saved configuration, parsed and checked as the driver did."""
+        return parse(self.config)
 
     def _broken(self, file: Path, why: str) -> UserError:
         """A run file that cannot be read: nothing here can be trusted or resumed without it."""
@@ -72,6 +83,11 @@ class RunDir:
     @property
     def fingerprint(self) -> str:
         return self.saved["fingerprint"]
+
+    @property
+    def key(self) -> str:
+        """The fingerprint of the settings and inputs, without the directions (inputs.key)."""
+        return self.saved["key"]
 
     @cached_property
     def grid(self) -> Grid:

@@ -15,91 +15,38 @@ from typing import Callable, Iterable
 
 import torch
 
-from landscape import checkpoint, data, digest, surface
-from landscape.errors import UserError
-from landscape.evaluate import TRISTATES, Evaluator
-from landscape.hardware import tune_cpu_malloc
+from landscape import checkpoint, data, surface
+from landscape.engine import Evaluator
+from landscape.hardware import pick_device, set_cpu_threads
 from landscape.spec import instantiate
 
+from . import inputs
 from .run import RunDir
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    """`auto`: the first visible GPU (the launcher sets CUDA_VISIBLE_DEVICES per worker), else CPU."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
-def devices_here() -> list[str]:
-    """The devices this machine offers torch: cpu, then each visible GPU (and mps on a Mac)."""
-    mps = getattr(torch.backends, "mps", None)
-    return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] + (
-        ["mps"] if mps is not None and mps.is_available() else [])
-
-
-def check_device(requested: str, here: bool = True) -> None:
-    """`eval.device` names a torch device and, where workers run on this machine (`here`), one it has.
-
-    Checked by the driver before a run is written: a worker would otherwise fail with a traceback.
-    """
-    if requested == "auto":
-        return
-    try:
-        device = torch.device(str(requested))
-    except (RuntimeError, TypeError) as err:
-        raise UserError(f"eval.device '{requested}' is not a device: use auto, cpu, cuda or cuda:N "
-                        f"(this machine has {', '.join(devices_here())})") from err
-    have = devices_here()
-    name = f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
-    if here and name not in have:
-        raise UserError(f"eval.device '{requested}' is not available: this machine has {', '.join(have)}; "
-                        "use eval.device=auto or one of those")
-
-
-def set_cpu_threads() -> int:
-    """Use the CPUs the scheduler granted (Slurm/PBS/launcher), not every core of the node.
-
-    Also keeps freed memory in the process (glibc mallopt): large activations are otherwise
-    unmapped and page-faulted back on every batch (2x on a ResNet-20 CPU forward, BENCHMARKS.md).
-    """
-    tune_cpu_malloc()
-    for var in ("LANDSCAPE_THREADS", "SLURM_CPUS_PER_TASK", "NCPUS", "OMP_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit():
-            torch.set_num_threads(max(1, int(os.environ[var])))
-            break
-    return torch.get_num_threads()
-
-
 def build_evaluator(run: RunDir, device: torch.device | None = None, cache_dir: Path | None = None) -> Evaluator:
-    """Everything a worker needs, loaded once: model at the origin, directions, data on the device.
+    """Everything a worker needs, each read once: model at the origin, directions, data on the device.
 
-    The engine's choices are cached in `cache_dir` (default RUN_DIR/cache; a dry run keeps them out of the run)."""
-    cfg = run.config
-    device = device or pick_device(cfg["eval"]["device"])
-    model = instantiate(cfg["model"])
-    origin_file = cfg["directions"]["start"] if cfg["directions"]["kind"] == "line" else cfg["checkpoint"]
-    origin = checkpoint.load_into(model, origin_file, cfg["model"].get("name", "model"))
+    The files read are first checked against the digests the run recorded: a task that starts after an input
+    changed (a queued array task) computes nothing. The engine's choices are cached in `cache_dir` (default
+    RUN_DIR/cache; a dry run keeps them out of the run)."""
+    s = run.settings
+    model = instantiate(s.model.spec())
+    read = [Path(s.origin), *data.files(s.data.spec())]
+    source = s.model.source_file()
+    inputs.check_unchanged(run.saved["inputs"], read + ([source] if source else []),
+                           "this worker computes nothing (tiles of other inputs would mix into the run)")
+    inputs.check_unchanged({str(run.directions_file): run.saved["directions"]}, [run.directions_file],
+                           "this worker computes nothing (tiles of other directions would mix into the run)")
+    origin = checkpoint.load_into(model, s.origin, s.model.name)
     names = [n for n, _ in model.named_parameters()]
-    gone = digest.changed(run.saved.get("data_files") or {})
-    if gone:  # changed after the driver checked it (a queued array task): never mix other data into the run
-        raise UserError(f"data file {gone[0]} changed since this run was created: this worker computes nothing; "
-                        f"restore it, or start a new run.dir")
-    dataset = data.load(cfg["data"])
-    split = cfg["data"]["split"]
-    splits = {s: dataset.split(s) for s in data.split_names(split)}
-    if cfg["data"].get("subset"):  # quick look: a fixed seeded subset, marked approximate by the reducer
-        splits = {s: data.subset(v, int(cfg["data"]["subset"]), cfg.get("seed", 0)) for s, v in splits.items()}
-    return Evaluator(model, origin, run.load_directions(names), splits, dataset.num_classes,
-                     device=device, cache_dir=cache_dir or run.path / "cache",
-                     precision_check=cfg["eval"]["precision_check"], **engine_options(cfg))
-
-
-def engine_options(cfg: dict) -> dict:
-    """The Evaluator's options from a run's config (what `check_options` checks)."""
-    ev = cfg["eval"]
-    keys = ("mode", "points_per_batch", "batch_size", "compile_mode") + TRISTATES
-    return {"loss": cfg["loss"], "precision": cfg["precision"], **{k: ev[k] for k in keys if k in ev}}
+    dataset = data.load(s.data.spec())
+    splits = {name: dataset.split(name) for name in s.data.splits}
+    if s.data.subset:  # quick look: a fixed seeded subset, marked approximate by the reducer
+        splits = {name: data.subset(v, s.data.subset, s.seed) for name, v in splits.items()}
+    return Evaluator(model, origin, run.load_directions(names), splits, dataset.num_classes, loss=s.loss,
+                     precision=s.precision, device=device or pick_device(s.device),
+                     cache_dir=cache_dir or run.path / "cache", options=s.engine)
 
 
 def _terminate_cleanly(signum, frame):

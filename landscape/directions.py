@@ -37,7 +37,8 @@ class Directions:
         return 1 if self.y is None else 2
 
 
-def _check(norm: str, ignore: str) -> None:
+def check_normalization(norm: str, ignore: str) -> None:
+    """directions.norm and directions.ignore: one of the known values each, else a UserError naming the key."""
     if norm not in NORMS:
         raise UserError(f"directions.norm '{norm}' is unknown: use one of {', '.join(NORMS)}")
     if ignore not in IGNORES:
@@ -62,7 +63,7 @@ def normalize_(d: torch.Tensor, w: torch.Tensor, norm: str, ignore: str) -> torc
 def random_direction(weights: Sequence[torch.Tensor], norm: str, ignore: str,
                      generator: torch.Generator) -> list[torch.Tensor]:
     """Gaussian per tensor, then normalised; `model` norm scales the whole vector to |theta|."""
-    _check(norm, ignore)
+    check_normalization(norm, ignore)
     dirs = [torch.randn(w.shape, generator=generator, dtype=torch.float32) for w in weights]
     for d, w in zip(dirs, weights):
         normalize_(d, w.float(), norm if norm != "model" else "none", ignore)
@@ -125,7 +126,7 @@ def pca_directions(paths: Sequence[str | Path], final: StateDict, names: list[st
     Streams over parameter chunks through the n x n Gram matrix, so memory is O(n^2 + P): 150
     checkpoints of 200M parameters never sit in memory together (checkpoints are memory-mapped).
     """
-    _check("none", ignore)
+    check_normalization("none", ignore)
     if len(paths) < 3:
         raise UserError(f"PCA directions need at least 3 checkpoints, got {len(paths)}: save one per epoch "
                         "(landscape-train does) and point directions.checkpoints at that folder")

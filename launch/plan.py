@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from jobs.run import RunDir
-from jobs.tile import build_evaluator, check_device, pick_device
+from jobs.tile import build_evaluator
 from landscape.errors import UserError
+from landscape.hardware import check_device, pick_device
 
 from .backends.arrays import task_groups
 from .prepare import prepare
@@ -23,7 +24,7 @@ def calibrate(run: RunDir, cache_dir: Path, points: int = 3) -> tuple[float, str
     """Seconds per point on this machine (after one warm-up point), and the device used: the run's
     eval.device where this machine has it, else what auto picks (a login node without the nodes' GPUs)."""
     try:
-        check_device(run.config["eval"]["device"])
+        check_device(run.settings.device)
         device = None
     except UserError:
         device = pick_device("auto")
@@ -35,11 +36,11 @@ def calibrate(run: RunDir, cache_dir: Path, points: int = 3) -> tuple[float, str
     return (time.perf_counter() - t0) / len(coords[:points]), str(evaluator.device)
 
 
-def dry_run(cfg: dict[str, Any], overrides: list[str]) -> int:
+def dry_run(cfg: dict[str, Any], overrides: list[str], workers_here: bool) -> int:
     """`launcher.dry_run=true`: plan and calibrate without writing into run.dir; a new run is set up in a
     temporary folder, removed afterwards, so the next dry run may try other settings on the same run.dir."""
     with tempfile.TemporaryDirectory(prefix="landscape-dry-run-") as scratch:
-        run = prepare(cfg, overrides, scratch=Path(scratch))
+        run = prepare(cfg, overrides, workers_here=workers_here, scratch=Path(scratch))
         print(describe(run, [t.id for t in run.missing()], cfg["launcher"], Path(scratch) / "cache"))
     print("dry run: nothing written")
     return 0
@@ -64,7 +65,7 @@ def describe(run: RunDir, todo: list[int], cfg: dict[str, Any], cache_dir: Path)
                      f"{seconds * biggest:.1f} s per tile, {seconds * biggest * per_task / 60:.1f} min per task")
         lines.append(f"total: {seconds * npoints / 3600:.2f} {'GPU' if device.startswith('cuda') else 'CPU-worker'}"
                      f"-hours; ask for a task time above the per-task figure on the nodes' hardware")
-        if device == "cpu" and str(run.config["eval"].get("compile", "auto")).lower() == "auto" \
+        if device == "cpu" and run.settings.engine.compile == "auto" \
                 and seconds * npoints > COMPILE_HINT_SECONDS:
             lines.append("hint: a run this long on CPUs may gain 1.15-1.23x with eval.compile=true "
                          "(measured here after 12-15 s of compiling per worker; BENCHMARKS.md)")

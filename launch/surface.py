@@ -19,7 +19,8 @@ from . import backends, config, lock
 from .cli import user_errors, with_saved_overrides
 from .plan import dry_run
 from .prepare import prepare
-from .plots import draw, plot_options
+from .plots import draw
+from jobs.settings import plot_options
 
 SUBMITTING = ("slurm", "pbs")  # launchers that can return once the arrays are submitted (launcher.wait=false)
 
@@ -53,9 +54,10 @@ def drive(cfg: dict[str, Any], overrides: list[str]) -> int:
     launcher = cfg["launcher"]
     backends.check(launcher)
     opts = plot_options(cfg["plot"])
+    workers_here = launcher["name"] in ("local", "mpi")
     if launcher.get("dry_run"):
-        return dry_run(cfg, overrides)
-    run = prepare(cfg, overrides)
+        return dry_run(cfg, overrides, workers_here)
+    run = prepare(cfg, overrides, workers_here=workers_here)
     todo = [t.id for t in run.missing()]
     total = len(run.tiles)
     print(f"run {run.path}: {total - len(todo)}/{total} tiles done, {len(todo)} to compute "

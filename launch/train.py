@@ -16,10 +16,10 @@ import yaml
 
 from landscape import data
 from landscape.errors import UserError
+from landscape.hardware import pick_device
 from landscape.spec import instantiate
 from landscape.train import TrainConfig, check_data, train
 
-from jobs.tile import pick_device
 from . import config
 from .cli import user_errors
 
