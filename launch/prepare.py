@@ -19,7 +19,7 @@ from landscape import checkpoint, data, directions
 from landscape.digest import file_digest
 from landscape.errors import UserError, first_line, whole_number
 from landscape.evaluate import check_options
-from landscape.grid import make_grid, make_tiles
+from landscape.grid import make_grid, make_tiling
 from landscape.spec import instantiate
 from landscape.sums import check_fits
 
@@ -182,7 +182,7 @@ def check_settings(cfg: dict[str, Any]) -> int:
     """The cheap checks, before any file is read: grid, seed, engine options, device, subset; returns the dims."""
     g, dims = cfg["grid"], grid_dims(cfg)
     range_ = DEFAULT_RANGE.get(cfg["directions"]["kind"], [-1.0, 1.0]) if g["range"] is None else g["range"]
-    make_tiles(make_grid(dims, g["resolution"], range_), g["tile"])  # pca's fitted range comes later
+    make_tiling(make_grid(dims, g["resolution"], range_), g["tile"])  # pca's fitted range comes later
     whole_number(cfg["seed"], "seed", 0)
     check_options(**engine_options(cfg))
     check_device(cfg["eval"]["device"], here=cfg["launcher"]["name"] in WORKERS_HERE)
@@ -261,7 +261,7 @@ def prepare(cfg: dict[str, Any], overrides: list[str], log=print, scratch: Path 
     grid = make_grid(dims, cfg["grid"]["resolution"], range_)
     if kind == "line":
         _warn_negative_variances(cfg, dirs, grid.x, log)
-    tiles = make_tiles(grid, cfg["grid"]["tile"])
+    tiles = make_tiling(grid, cfg["grid"]["tile"])
     extra = {"xcoordinates": grid.x} | ({"ycoordinates": grid.y} if grid.y is not None else {})
     target = RunDir(scratch) if scratch is not None else run
     target.path.mkdir(parents=True, exist_ok=True)
