@@ -12,7 +12,7 @@ import yaml
 
 from landscape import data, directions, surface
 from landscape.errors import UserError, first_line
-from landscape.grid import Grid, Tile, make_tiles
+from landscape.grid import Grid, Tile, Tiling, make_tiling
 
 from .settings import RUN_FORMAT, RunSettings, parse
 
@@ -95,23 +95,23 @@ class RunDir:
             return Grid(f["xcoordinates"][()], f["ycoordinates"][()] if "ycoordinates" in f else None)
 
     @cached_property
-    def tiles(self) -> list[Tile]:
-        return make_tiles(self.grid, self.config["grid"]["tile"])
+    def tiles(self) -> Tiling:
+        return make_tiling(self.grid, self.settings.grid.tile)
 
     def tile_file(self, tile: Tile) -> Path:
         return self.path / "tiles" / f"{tile.id:05d}.h5"
 
-    def read_tile(self, tile: Tile) -> tuple[dict | None, str]:
-        """(values, "") for a complete tile of this run, with a loss for every split it evaluates; (None, why)."""
-        values, why = surface.read_tile(self.tile_file(tile), tile, self.fingerprint)
-        for name in data.split_names(self.config["data"]["split"]) if values is not None else ():
-            if f"{name}_loss" not in values:
-                return None, f"dataset {name}_loss missing"
-        return values, why
+    def tile_state(self, tile: Tile) -> surface.TileState:
+        """Whether a tile is done, with a loss for every split it evaluates: its file's header, no values read."""
+        return surface.tile_state(self.tile_file(tile), tile, self.fingerprint, self.settings.data.splits)
+
+    def read_tile(self, tile: Tile) -> surface.TileValues:
+        """The values of a tile `tile_state` found done (the reducer reads each once)."""
+        return surface.read_tile(self.tile_file(tile))
 
     def missing(self) -> list[Tile]:
         """Tiles without a complete file of this run: the whole plan of a resume."""
-        return [t for t in self.tiles if self.read_tile(t)[0] is None]
+        return [t for t in self.tiles if not self.tile_state(t).done]
 
     def load_directions(self, names: list[str] | None = None) -> directions.Directions:
         with self._reading_directions():

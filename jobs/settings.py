@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from landscape import data, directions
 from landscape.engine import PRECISIONS, EngineOptions, check_loss
 from landscape.errors import UserError, whole_number
-from landscape.grid import Grid, make_grid
+from landscape.grid import Grid, make_grid, make_tiling
 from landscape.plot import PlotOptions
 
 RUN_FORMAT = 2  # run.yaml's layout and fingerprint recipe; a run of another format is refused with one line
@@ -217,9 +217,8 @@ def _grid(g: Mapping[str, Any], kind: str) -> GridSettings:
 
 
 def check_tiling(grid: Grid, tile: Any) -> None:
-    """The tiles of `grid`: built lazily, so this checks `grid.tile` and the size bound at no cost."""
-    from landscape.grid import make_tiles
-    make_tiles(grid, tile)
+    """The tiles of `grid`: made lazily, so this checks `grid.tile` and the tile-file bound at no cost."""
+    make_tiling(grid, tile)
 
 
 def _model(m: Mapping[str, Any]) -> ModelSettings:

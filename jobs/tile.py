@@ -63,7 +63,7 @@ def run_tiles(run_dir: str, tile_ids: Iterable[int], device: torch.device | None
     computed = []
     for tile_id in tile_ids:
         tile = run.tiles[tile_id]
-        if run.read_tile(tile)[0] is not None:  # a requeued or duplicate task: already done
+        if run.tile_state(tile).done:  # a requeued or duplicate task: already done
             continue
         evaluator = evaluator or build_evaluator(run, device)
         with surface.in_progress(run.tile_file(tile)):  # landscape-status: running, whatever the backend

@@ -8,6 +8,7 @@ from collections import Counter
 from importlib import import_module
 from pathlib import Path
 
+from jobs.reduce import nonfinite_line
 from jobs.run import RunDir
 from landscape import surface
 from landscape.errors import UserError
@@ -72,13 +73,11 @@ def _writing(run: RunDir, driven: bool, sched: dict[int, tuple[str, str]]) -> se
 def summary(run: RunDir) -> str:
     """A few lines a researcher can read at a glance."""
     cfg = run.config  # first: a clear error when this is no run directory
-    tiles, reasons, metas = run.tiles, {}, []
-    for tile in tiles:
-        values, why = run.read_tile(tile)
-        if values is None:
-            reasons[tile.id] = why
-        else:
-            metas.append(values["_meta"])
+    tiles = run.tiles
+    states = {t.id: run.tile_state(t) for t in tiles}  # attributes only: status reads no values
+    reasons = {tid: s.why for tid, s in states.items() if not s.done}
+    done = {tid: s.meta for tid, s in states.items() if s.done}
+    metas = list(done.values())
     driver = lock.current_driver(run.path)
     sched = scheduler_view(run, set(reasons))
     writing = _writing(run, driver is not None, sched)
@@ -97,6 +96,8 @@ def summary(run: RunDir) -> str:
         lines.append(f"  tile {tid}: {state}" + (f"  log: {log}" if log else ""))
     for tid, why in [(t, w) for t, w in reasons.items() if w != "missing"][:10]:
         lines.append(f"  tile {tid}: {why} (will be recomputed)")
+    if nonfinite := nonfinite_line(run, done):
+        lines.append(nonfinite)
     if metas:
         per_worker = done_points / max(sum(float(m["seconds"]) for m in metas), 1e-9)
         start = min(float(m["finished"]) - float(m["seconds"]) for m in metas)

@@ -73,6 +73,8 @@ def drive(cfg: dict[str, Any], overrides: list[str]) -> int:
         result = reduce(run.path)
     plots = draw(run, opts)
     print(f"surface {result.path}: {result.done}/{result.total} tiles ({time.perf_counter() - t0:.1f} s)")
+    if result.nonfinite:
+        print(f"warning: {result.nonfinite}")
     print(f"plots   {run.path / 'plots'}: {', '.join(p.name for p in plots)}")
     if result.done < result.total and launcher["name"] == "none":
         print(f"{result.total - result.done} tiles missing; launcher=none computes nothing")
