@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from landscape import data, directions, surface
+from landscape import directions, surface
 from landscape.errors import UserError, first_line
 from landscape.grid import Grid, Tile, Tiling, make_tiling
 
