@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 
 import landscape
-from landscape import surface
+from landscape import data, surface
 
 from .run import RunDir
 
@@ -64,7 +64,7 @@ def reduce(run_dir: str | Path) -> Reduced:
     made_by = surface.provenance([v["_meta"] for v in values.values()])
     if made_by:  # more than one entry: values agree to fp32 rounding across them, not bitwise
         attrs["computed_on"] = surface.tile_counts(made_by)
-    if cfg["data"].get("subset"):
+    if data.subset_leaves_out(cfg["data"]):
         attrs["approximate_subset"] = int(cfg["data"]["subset"])
     if not any(k.endswith("_loss") for k in arrays):  # nothing computed yet: still a valid, empty file
         arrays["train_loss"] = np.full(run.grid.shape, np.nan)

@@ -241,7 +241,8 @@ def check_subset(n: Any) -> None:
 
 
 def subset(split: Split, n: int, seed: int = 0) -> Split:
-    """`n` samples drawn without replacement by a seeded generator, kept in their order (quick looks)."""
+    """`n` samples drawn without replacement by a seeded generator, kept in their order (quick looks); the
+    split itself where `n` covers it, so that its values are the full split's, bitwise."""
     check_subset(n)
     if n >= len(split):
         return split
@@ -253,6 +254,16 @@ def subset(split: Split, n: int, seed: int = 0) -> Split:
 def split_names(split: str) -> tuple[str, ...]:
     """The splits a run evaluates: `both` is train and test."""
     return ("train", "test") if split == "both" else (split,)
+
+
+def subset_leaves_out(spec: Mapping[str, Any]) -> bool:
+    """Whether `spec['subset']` drops samples of a split the run evaluates (approximate values); at or above
+    every such split's size it keeps them all, and the values are exact. Loads the data only for a subset."""
+    n = spec.get("subset")
+    if not n:
+        return False
+    dataset = load(spec)
+    return any(n < len(dataset.split(s)) for s in split_names(spec["split"]))
 
 
 LOADERS = {"digits": digits, "cifar10": cifar10, "tensors": tensors, "synthetic": synthetic}
