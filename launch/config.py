@@ -16,7 +16,9 @@ from omegaconf.errors import OmegaConfBaseException
 from landscape.digest import file_digest
 from landscape.errors import UserError, first_line
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# conf/ at the repo root (a checkout, an editable install), or installed as package data launch/conf (pip install .)
+_HERE = Path(__file__).resolve().parent
+CONF_DIR = _HERE / "conf" if (_HERE / "conf").is_dir() else _HERE.parent / "conf"
 # Keys that never change a value on the surface (or a training's checkpoints): they may differ between a run
 # and its resume. train.overwrite says how to treat old checkpoints, not what is trained.
 # eval.stream / points_per_batch / cuda_graph are bitwise-neutral in fp32 (tests/test_engine.py; a captured
