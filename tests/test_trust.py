@@ -142,7 +142,8 @@ def test_pip_install_not_editable_finds_conf(tmp_path):
     shutil.copy(REPO / "pyproject.toml", src)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(src)], check=True, capture_output=True, timeout=120)
-    shipped = {p.relative_to(REPO).as_posix() for d in ("landscape", "jobs", "launch") for p in (REPO / d).rglob("*.py")}
+    shipped = {p.relative_to(REPO).as_posix() for d in ("landscape", "jobs", "launch")
+               for p in (REPO / d).rglob("*.py")}
     shipped |= {"launch/" + p.relative_to(REPO).as_posix() for p in (REPO / "conf").rglob("*.yaml")}
     installed = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.suffix in (".py", ".yaml")}
     assert shipped <= installed, sorted(shipped - installed)  # a new subpackage missing from pyproject's list
