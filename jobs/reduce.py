@@ -80,7 +80,7 @@ def reduce(run_dir: str | Path) -> Reduced:
     made_by = surface.provenance(metas)
     if made_by:  # more than one entry: values agree to fp32 rounding across them, not bitwise
         attrs["computed_on"] = surface.tile_counts(made_by)
-    if cfg["data"].get("subset"):
+    if any(m.get("subset_leaves_out") for m in metas):  # each worker knew its splits' sizes
         attrs["approximate_subset"] = int(cfg["data"]["subset"])
     if not any(k.endswith("_loss") for k in arrays):  # nothing computed yet: still a valid, empty file
         arrays["train_loss"] = np.full(run.grid.shape, np.nan)

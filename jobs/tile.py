@@ -10,8 +10,9 @@ import os
 import signal
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -24,7 +25,15 @@ from . import inputs
 from .run import RunDir
 
 
-def build_evaluator(run: RunDir, device: torch.device | None = None, cache_dir: Path | None = None) -> Evaluator:
+@dataclass(frozen=True)
+class Worker:
+    """A worker's engine, and what every tile it writes records about its inputs."""
+
+    evaluator: Evaluator
+    meta: dict[str, Any]
+
+
+def build_worker(run: RunDir, device: torch.device | None = None, cache_dir: Path | None = None) -> Worker:
     """Everything a worker needs, each read once: model at the origin, directions, data on the device.
 
     The files read are first checked against the digests the run recorded: a task that starts after an input
@@ -42,11 +51,13 @@ def build_evaluator(run: RunDir, device: torch.device | None = None, cache_dir: 
     names = [n for n, _ in model.named_parameters()]
     dataset = data.load(s.data.spec())
     splits = {name: dataset.split(name) for name in s.data.splits}
-    if s.data.subset:  # quick look: a fixed seeded subset, marked approximate by the reducer
+    meta = {"subset_leaves_out": data.subset_leaves_out(splits, s.data.subset)}  # the reducer marks it approximate
+    if s.data.subset:  # quick look: a fixed seeded subset
         splits = {name: data.subset(v, s.data.subset, s.seed) for name, v in splits.items()}
-    return Evaluator(model, origin, run.load_directions(names), splits, dataset.num_classes, loss=s.loss,
-                     precision=s.precision, device=device or pick_device(s.device),
-                     cache_dir=cache_dir or run.path / "cache", options=s.engine)
+    evaluator = Evaluator(model, origin, run.load_directions(names), splits, dataset.num_classes, loss=s.loss,
+                          precision=s.precision, device=device or pick_device(s.device),
+                          cache_dir=cache_dir or run.path / "cache", options=s.engine)
+    return Worker(evaluator, meta)
 
 
 def _terminate_cleanly(signum, frame):
@@ -59,21 +70,21 @@ def run_tiles(run_dir: str, tile_ids: Iterable[int], device: torch.device | None
     signal.signal(signal.SIGTERM, _terminate_cleanly)
     set_cpu_threads()
     run = RunDir(run_dir)
-    evaluator = None
+    worker = None
     computed = []
     for tile_id in tile_ids:
         tile = run.tiles[tile_id]
         if run.tile_state(tile).done:  # a requeued or duplicate task: already done
             continue
-        evaluator = evaluator or build_evaluator(run, device)
+        worker = worker or build_worker(run, device)
         with surface.in_progress(run.tile_file(tile)):  # landscape-status: running, whatever the backend
             t0 = time.perf_counter()
-            values = evaluator.evaluate(tile.coords(run.grid))
+            values = worker.evaluator.evaluate(tile.coords(run.grid))
             elapsed = time.perf_counter() - t0
             meta = {"seconds": elapsed, "host": socket.gethostname(), "pid": os.getpid(),
-                    "torch": str(torch.__version__), "device": str(evaluator.device), "points": tile.npoints,
-                    "finished": time.time(),
-                    **evaluator.meta()}  # engine choices; precision_check for bf16/fp16
+                    "torch": str(torch.__version__), "device": str(worker.evaluator.device), "points": tile.npoints,
+                    "finished": time.time(), **worker.meta,
+                    **worker.evaluator.meta()}  # engine choices; precision_check for bf16/fp16
             surface.write_tile(run.tile_file(tile), tile, run.fingerprint, values, meta)
         computed.append(tile_id)
         if on_done:

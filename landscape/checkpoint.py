@@ -1,4 +1,5 @@
-"""Checkpoints: safe loading (weights_only) and a clear message when one does not fit a model."""
+"""Checkpoints: safe loading (weights_only), refusing non-finite weights, and a clear message when one does
+not fit a model."""
 import re
 import warnings
 from pathlib import Path
@@ -13,7 +14,8 @@ StateDict = dict[str, torch.Tensor]
 
 
 def load_state(path: str | Path, mmap: bool = False) -> StateDict:
-    """A plain state_dict, or one stored under `state_dict` / `model` in a dict (`mmap`: read lazily)."""
+    """A plain state_dict, or one stored under `state_dict` / `model` in a dict (`mmap`: read lazily), with
+    finite floating weights: every checkpoint a run reads comes through here."""
     path = Path(path)
     _check_file(path)
     try:
@@ -27,7 +29,9 @@ def load_state(path: str | Path, mmap: bool = False) -> StateDict:
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"checkpoint {path} holds no state_dict (plain, or under 'state_dict'/'model')")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    _check_finite(path, state)
+    return state
 
 
 def _check_file(path: Path) -> None:
@@ -38,6 +42,20 @@ def _check_file(path: Path) -> None:
         raise UserError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise UserError(f"checkpoint {path} is empty (0 bytes): an interrupted save? train or copy it again")
+
+
+def _check_finite(path: Path, state: StateDict) -> None:
+    """A UserError naming the first floating tensor holding NaN or inf: every loss would be NaN, while the
+    argmax of NaN logits still gives an accuracy that looks real."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not bad:
+        return
+    v = state[bad[0]]
+    nan, inf = int(torch.isnan(v).sum()), int(torch.isinf(v).sum())
+    held = " and ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"), (inf, "inf")) if n)
+    more = f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else ""
+    raise UserError(f"checkpoint {path}: tensor {bad[0]} holds {held} value(s) of {v.numel()}{more}: every loss "
+                    "would be NaN (a diverged training?); use an earlier checkpoint")
 
 
 def _load_failure(path: Path, err: Exception) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.run import RunDir
-from jobs.tile import build_evaluator
+from jobs.tile import build_worker
 from landscape.errors import UserError
 from landscape.hardware import check_device, pick_device
 
@@ -28,7 +28,7 @@ def calibrate(run: RunDir, cache_dir: Path, points: int = 3) -> tuple[float, str
         device = None
     except UserError:
         device = pick_device("auto")
-    evaluator = build_evaluator(run, device, cache_dir=cache_dir)
+    evaluator = build_worker(run, device, cache_dir=cache_dir).evaluator
     coords = run.tiles[0].coords(run.grid)
     evaluator.evaluate(coords[:1])
     t0 = time.perf_counter()
