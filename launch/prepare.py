@@ -25,10 +25,9 @@ from landscape.sums import check_fits
 
 from jobs.run import RunDir, checkpoint_epoch
 from jobs.tile import check_device, engine_options
-from . import config
+from . import backends, config
 from .cli import PATH_KEYS
 
-WORKERS_HERE = ("local", "mpi")  # launchers whose workers run on this machine: eval.device must exist here
 DEFAULT_RANGE = {"random": [-1.0, 1.0], "line": [0.0, 1.0]}  # line: past a=1 BN variances extrapolate below 0
 
 
@@ -178,14 +177,14 @@ def grid_dims(cfg: dict[str, Any]) -> int:
     return dims
 
 
-def check_settings(cfg: dict[str, Any]) -> int:
+def check_settings(cfg: dict[str, Any], workers_here: bool) -> int:
     """The cheap checks, before any file is read: grid, seed, engine options, device, subset; returns the dims."""
     g, dims = cfg["grid"], grid_dims(cfg)
     range_ = DEFAULT_RANGE.get(cfg["directions"]["kind"], [-1.0, 1.0]) if g["range"] is None else g["range"]
     make_tiles(make_grid(dims, g["resolution"], range_), g["tile"])  # pca's fitted range comes later
     whole_number(cfg["seed"], "seed", 0)
     check_options(**engine_options(cfg))
-    check_device(cfg["eval"]["device"], here=cfg["launcher"]["name"] in WORKERS_HERE)
+    check_device(cfg["eval"]["device"], here=workers_here)  # workers here: eval.device must exist here
     data.check_subset(cfg["data"].get("subset"))
     return dims
 
@@ -240,7 +239,7 @@ def prepare(cfg: dict[str, Any], overrides: list[str], log=print, scratch: Path 
     `scratch` (a dry run): nothing is written into run.dir; a new run is set up in `scratch` instead.
     """
     kind = cfg["directions"]["kind"]
-    dims = check_settings(cfg)
+    dims = check_settings(cfg, backends.get(cfg["launcher"]["name"]).workers_here)
     files = input_files(cfg)
     model = build_model(cfg["model"])
     state = checkpoint.load_into(model, cfg["checkpoint"], cfg["model"].get("name", "model"))
