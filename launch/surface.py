@@ -22,7 +22,6 @@ from .prepare import prepare
 from .plots import draw, plot_options
 
 
-
 @user_errors
 def main(argv: list[str]) -> int:
     overrides = with_saved_overrides(argv)
