@@ -71,10 +71,11 @@ def test_each_conf_key_is_a_checked_setting(name):
 
 
 def test_time_limits_read_as_minutes_rounded_up():
-    read = lambda key, value: getattr(backends.check({**conf(key[0]), key[1]: value}).settings, key[1])  # noqa: E731
-    assert read(("slurm", "time"), 90) == 90 and read(("slurm", "time"), "90") == 90
-    assert read(("slurm", "time"), "1:30") == 90 and read(("pbs", "walltime"), "1:30:01") == 91
-    assert read(("pbs", "walltime"), "0:00:30") == 1
+    def minutes(name: str, key: str, value) -> int:
+        return getattr(backends.check({**conf(name), key: value}).settings, key)
+
+    assert minutes("slurm", "time", 90) == minutes("slurm", "time", "90") == minutes("slurm", "time", "1:30") == 90
+    assert minutes("pbs", "walltime", "1:30:01") == 91 and minutes("pbs", "walltime", "0:00:30") == 1
 
 
 CAPABILITIES = {  # name: (submits, workers_here, every_rank, computes)
