@@ -5,7 +5,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from importlib import import_module
 from pathlib import Path
 
 from jobs.reduce import nonfinite_line
@@ -14,6 +13,7 @@ from landscape import surface
 from landscape.errors import UserError
 
 from . import lock
+from . import backends
 from .backends import arrays
 from .cli import user_errors
 
@@ -35,7 +35,7 @@ def scheduler_view(run: RunDir, missing: set[int]) -> dict[int, tuple[str, str]]
         key = (entry["backend"], entry["array"])
         if key not in states:
             try:
-                states[key] = import_module(f"launch.backends.{entry['backend']}").task_states(entry)
+                states[key] = backends.get(entry["backend"]).task_states(entry)
             except (OSError, subprocess.SubprocessError) as err:
                 states[key] = {"?": f"unknown ({err})"}
         state = states[key].get(index, "UNKNOWN")
