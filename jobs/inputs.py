@@ -59,9 +59,9 @@ def input_files(settings: RunSettings) -> list[Path]:
     return files
 
 
-def digests(files: list[Path]) -> dict[str, str]:
-    """path -> content digest, each file read once."""
-    return {str(p): file_digest(p) for p in files}
+def digests(files: list[Path], known: Mapping[str, str]) -> dict[str, str]:
+    """path -> content digest, in the order of `files`; each file read once, none of those `known` already."""
+    return {str(p): known[str(p)] if str(p) in known else file_digest(p) for p in files}
 
 
 def key(settings: RunSettings, inputs: Mapping[str, str]) -> str:
@@ -87,13 +87,15 @@ def changed(recorded: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
     return out
 
 
-def check_unchanged(recorded: Mapping[str, str], files: list[Path], what: str) -> None:
-    """Refuse to compute on an input whose contents changed since the run recorded it (one line)."""
+def check_unchanged(recorded: Mapping[str, str], files: list[Path], what: str,
+                    known: Mapping[str, str] | None = None) -> None:
+    """Refuse to compute on an input whose contents changed since the run recorded it (one line); `known`:
+    digests already computed while reading."""
     for path in files:
         old = recorded.get(str(path))
         if old is None:
             continue
-        new = file_digest(path) if path.is_file() else "<missing>"
+        new = (known or {}).get(str(path)) or (file_digest(path) if path.is_file() else "<missing>")
         if new != old:
             raise UserError(f"{_changed(path, old, new)}: {what}; restore it, or start a new run.dir")
 

@@ -10,7 +10,8 @@ import numpy as np
 import yaml
 
 import landscape
-from landscape import surface
+from landscape import directions, surface
+from landscape.grid import Grid
 
 from .run import RunDir
 
@@ -42,8 +43,7 @@ def nonfinite_line(run: RunDir, metas: Mapping[int, Mapping[str, Any]]) -> str:
     return f"non-finite loss: {sum(counts.values())} of {points} points, in tiles {ids} ({where})"
 
 
-def _axis_labels(run: RunDir) -> dict[str, str]:
-    d = run.load_directions()
+def _axis_labels(d: directions.Directions, grid: Grid) -> dict[str, str]:
     kind = d.attrs.get("kind", "")
     if kind == "pca" and d.explained_variance_ratio is not None:
         r = d.explained_variance_ratio
@@ -51,7 +51,7 @@ def _axis_labels(run: RunDir) -> dict[str, str]:
     if kind == "line":
         return {"xlabel": "interpolation a: (1-a) start + a checkpoint", "ylabel": ""}
     return {"xlabel": f"direction 1 ({d.attrs.get('norm', '')}-normalized)",
-            "ylabel": f"direction 2 ({d.attrs.get('norm', '')}-normalized)" if run.grid.y is not None else ""}
+            "ylabel": f"direction 2 ({d.attrs.get('norm', '')}-normalized)" if grid.y is not None else ""}
 
 
 def reduce(run_dir: str | Path) -> Reduced:
@@ -60,19 +60,18 @@ def reduce(run_dir: str | Path) -> Reduced:
     read = {t.id: run.read_tile(t) for t in run.tiles if run.tile_state(t).done}
     metas = [r.meta for r in read.values()]
     arrays = surface.merge(run.grid, run.tiles, {tid: r.values for tid, r in read.items()})
-    d = run.load_directions()
+    d = run.load_directions(tensors=False)  # labels and trajectory: no direction tensors read
     extra = {}
     if d.trajectory is not None:
         extra["trajectory"] = d.trajectory
         if d.trajectory_epochs is not None:
             extra["trajectory_labels"] = d.trajectory_epochs
-    cfg = run.config
-    attrs = {"fingerprint": run.fingerprint, "config": yaml.safe_dump(cfg, sort_keys=False),
-             "landscape_version": landscape.__version__, "seed": cfg["seed"],
+    s = run.settings
+    attrs = {"fingerprint": run.fingerprint, "config": yaml.safe_dump(run.config, sort_keys=False),
+             "landscape_version": landscape.__version__, "seed": s.seed,
              "torch_version": ", ".join(sorted({str(m.get("torch", "?")) for m in metas}))
              or run.saved.get("versions", {}).get("torch", ""),
-             "title": f"{cfg['model'].get('name', 'model')} on {cfg['data']['name']}, "
-                      f"{cfg['directions']['kind']} directions", **_axis_labels(run)}
+             "title": f"{s.model.name} on {s.data.name}, {s.directions.kind} directions", **_axis_labels(d, run.grid)}
     checks = [float(m["precision_check"]) for m in metas if "precision_check" in m]
     if checks:  # bf16/fp16: the largest relative loss difference from fp32 over the checked points
         attrs["precision_check"] = float(np.nanmax(checks)) if not np.isnan(checks).all() else float("nan")
@@ -81,7 +80,7 @@ def reduce(run_dir: str | Path) -> Reduced:
     if made_by:  # more than one entry: values agree to fp32 rounding across them, not bitwise
         attrs["computed_on"] = surface.tile_counts(made_by)
     if any(m.get("subset_leaves_out") for m in metas):  # each worker knew its splits' sizes
-        attrs["approximate_subset"] = int(cfg["data"]["subset"])
+        attrs["approximate_subset"] = s.data.subset
     if not any(k.endswith("_loss") for k in arrays):  # nothing computed yet: still a valid, empty file
         arrays["train_loss"] = np.full(run.grid.shape, np.nan)
     surface.write_surface(run.surface_file, run.grid, arrays, str(run.directions_file.resolve()), attrs, extra)

@@ -113,9 +113,9 @@ class RunDir:
         """Tiles without a complete file of this run: the whole plan of a resume."""
         return [t for t in self.tiles if not self.tile_state(t).done]
 
-    def load_directions(self, names: list[str] | None = None) -> directions.Directions:
+    def load_directions(self, names: list[str] | None = None, tensors: bool = True) -> directions.Directions:
         with self._reading_directions():
-            return directions.load(self.directions_file, names)
+            return directions.load(self.directions_file, names, tensors)
 
 
 def checkpoint_epoch(path: Path) -> int:

@@ -41,13 +41,13 @@ def build_worker(run: RunDir, device: torch.device | None = None, cache_dir: Pat
     RUN_DIR/cache; a dry run keeps them out of the run)."""
     s = run.settings
     model = instantiate(s.model.spec())
+    origin, digest = checkpoint.load_with_digest(s.origin)  # loaded and hashed in one read
     read = [Path(s.origin), *data.files(s.data.spec())]
     source = s.model.source_file()
-    inputs.check_unchanged(run.saved["inputs"], read + ([source] if source else []),
-                           "this worker computes nothing (tiles of other inputs would mix into the run)")
-    inputs.check_unchanged({str(run.directions_file): run.saved["directions"]}, [run.directions_file],
-                           "this worker computes nothing (tiles of other directions would mix into the run)")
-    origin = checkpoint.load_into(model, s.origin, s.model.name)
+    why = "this worker computes nothing (tiles of other inputs would mix into the run)"
+    inputs.check_unchanged(run.saved["inputs"], read + ([source] if source else []), why, {str(Path(s.origin)): digest})
+    inputs.check_unchanged({str(run.directions_file): run.saved["directions"]}, [run.directions_file], why)
+    checkpoint.put_into(model, origin, s.origin, s.model.name)
     names = [n for n, _ in model.named_parameters()]
     dataset = data.load(s.data.spec())
     splits = {name: dataset.split(name) for name in s.data.splits}

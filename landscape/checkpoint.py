@@ -1,5 +1,7 @@
 """Checkpoints: safe loading (weights_only), refusing non-finite weights, and a clear message when one does
 not fit a model."""
+import hashlib
+import io
 import re
 import warnings
 from pathlib import Path
@@ -8,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .digest import LARGE, file_digest
 from .errors import UserError
 
 StateDict = dict[str, torch.Tensor]
@@ -18,10 +21,24 @@ def load_state(path: str | Path, mmap: bool = False) -> StateDict:
     finite floating weights: every checkpoint a run reads comes through here."""
     path = Path(path)
     _check_file(path)
+    return _parse(path, path, mmap)
+
+
+def load_with_digest(path: str | Path) -> tuple[StateDict, str]:
+    """`load_state` and the file's digest (`digest.file_digest`'s) from one read of its bytes."""
+    path = Path(path)
+    _check_file(path)
+    if path.stat().st_size > LARGE:  # the digest is the size and mtime: nothing to hash
+        return _parse(path, path, True), file_digest(path)
+    raw = path.read_bytes()
+    return _parse(path, io.BytesIO(raw), False), hashlib.sha256(raw).hexdigest()
+
+
+def _parse(path: Path, source: Path | io.BytesIO, mmap: bool) -> StateDict:
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it in one line
             warnings.simplefilter("ignore")
-            obj: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            obj: Any = torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many types for corrupt or unsafe files
         raise UserError(_load_failure(path, err)) from err
     for key in ("state_dict", "model"):
@@ -92,7 +109,11 @@ def check_fits(model: nn.Module, state: StateDict, path: str | Path, model_name:
 
 def load_into(model: nn.Module, path: str | Path, model_name: str = "model") -> StateDict:
     """Load a checkpoint into `model` after checking it fits; returns the state."""
-    state = load_state(path)
+    return put_into(model, load_state(path), path, model_name)
+
+
+def put_into(model: nn.Module, state: StateDict, path: str | Path, model_name: str = "model") -> StateDict:
+    """`state` (read from `path`) into `model`, after checking it fits; returns the state."""
     check_fits(model, state, path, model_name)
     model.load_state_dict(state)
     return state

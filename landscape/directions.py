@@ -199,11 +199,12 @@ def save(path: str | Path, d: Directions, extra: dict[str, np.ndarray] | None = 
     tmp.replace(path)
 
 
-def load(path: str | Path, names: list[str] | None = None) -> Directions:
-    """Read a directions file; with `names`, check it was made for the same parameters."""
+def load(path: str | Path, names: list[str] | None = None, tensors: bool = True) -> Directions:
+    """Read a directions file; with `names`, check it was made for the same parameters. `tensors=False`: its
+    attributes, trajectory and variance ratios only (the reducer's labels), no direction tensors read."""
     path = Path(path)
     with h5py.File(path, "r", locking=False) as f:
-        read = lambda g: [torch.from_numpy(f[g][str(i)][()]) for i in range(len(f[g]))]  # noqa: E731
+        read = lambda g: [torch.from_numpy(f[g][str(i)][()]) for i in range(len(f[g]))] if tensors else []  # noqa: E731
         stored = [s.decode() if isinstance(s, bytes) else s for s in f["parameter_names"][()]]
         if names is not None and stored != list(names):
             raise UserError(f"directions file {path} was made for other parameters "
@@ -212,5 +213,5 @@ def load(path: str | Path, names: list[str] | None = None) -> Directions:
         return Directions(
             stored, read("xdirection"), read("ydirection") if "ydirection" in f else None,
             {k: torch.from_numpy(v[()]) for k, v in f["xdirection_buffers"].items()}
-            if "xdirection_buffers" in f else None,
+            if "xdirection_buffers" in f and tensors else None,
             dict(f.attrs), get("explained_variance_ratio_"), get("trajectory"), get("trajectory_epochs"))

@@ -154,8 +154,9 @@ def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = T
     files = inputs.input_files(s)
     model = build_model(s.model)
     check_model(model)
-    state = checkpoint.load_into(model, s.checkpoint, s.model.name)
-    digests = inputs.digests(files)
+    state, digest = checkpoint.load_with_digest(s.checkpoint)  # loaded and hashed in one read
+    checkpoint.put_into(model, state, s.checkpoint, s.model.name)
+    digests = inputs.digests(files, known={str(files[0]): digest})
     key = inputs.key(s, digests)
     run = RunDir(run_path(s, key))
     if run.config_file.is_file():

@@ -72,7 +72,7 @@ def _writing(run: RunDir, driven: bool, sched: dict[int, tuple[str, str]]) -> se
 
 def summary(run: RunDir) -> str:
     """A few lines a researcher can read at a glance."""
-    cfg = run.config  # first: a clear error when this is no run directory
+    settings = run.settings  # first: a clear error when this is no run directory
     tiles = run.tiles
     states = {t.id: run.tile_state(t) for t in tiles}  # attributes only: status reads no values
     reasons = {tid: s.why for tid, s in states.items() if not s.done}
@@ -87,8 +87,8 @@ def summary(run: RunDir) -> str:
               if t not in running | queued and v[0] not in ("COMPLETED", "UNKNOWN")}
     done_points = sum(int(m["points"]) for m in metas)
     total_points = sum(t.npoints for t in tiles)
-    lines = [f"run {run.path}  ({cfg['model'].get('name')} on {cfg['data']['name']}, "
-             f"{cfg['directions']['kind']} directions, grid {'x'.join(map(str, run.grid.shape[::-1]))})",
+    lines = [f"run {run.path}  ({settings.model.name} on {settings.data.name}, "
+             f"{settings.directions.kind} directions, grid {'x'.join(map(str, run.grid.shape[::-1]))})",
              f"tiles: {len(metas)} done, {len(running)} running, {len(queued)} queued, {len(failed)} failed, "
              f"{len(reasons) - len(running) - len(queued) - len(failed)} missing, {len(tiles)} total  "
              f"({done_points}/{total_points} points)"]
@@ -114,7 +114,7 @@ def summary(run: RunDir) -> str:
     checks = [float(m["precision_check"]) for m in metas if "precision_check" in m]
     checks = [c for c in checks if c == c] or checks  # NaN only where fp32 itself was not finite
     if checks:
-        lines.append(f"precision check: {cfg.get('precision')} vs fp32, largest relative loss difference "
+        lines.append(f"precision check: {settings.precision} vs fp32, largest relative loss difference "
                      f"{max(checks):.2e} over {len(checks)} tiles")
     engines = Counter(_engine(m) for m in metas if "engine_mode" in m)
     if engines:

@@ -94,6 +94,10 @@ def test_edited_model_source_is_refused_and_named(custom, tmp_path, capsys):
 
 def test_batchnorm_without_running_statistics_is_refused_before_anything_is_written(custom, tmp_path, capsys):
     _, args = custom
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16),
+                                 torch.nn.BatchNorm1d(16, track_running_stats=False), torch.nn.ReLU(),
+                                 torch.nn.Linear(16, 10))
+    torch.save(module.state_dict(), tmp_path / "net.pt")  # a checkpoint that fits: only the statistics are wrong
     run = tmp_path / "run"
     rc, _, err = _surface(capsys, *args, "+model.bn_stats=false", f"run.dir={run}")
     one_error_line(rc, err, "track_running_stats")
