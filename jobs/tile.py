@@ -17,7 +17,7 @@ import torch
 
 from landscape import checkpoint, data, digest, surface
 from landscape.errors import UserError
-from landscape.evaluate import TRISTATES, Evaluator
+from landscape.engine import EngineOptions, Evaluator
 from landscape.hardware import tune_cpu_malloc
 from landscape.spec import instantiate
 
@@ -90,16 +90,14 @@ def build_evaluator(run: RunDir, device: torch.device | None = None, cache_dir: 
     splits = {s: dataset.split(s) for s in data.split_names(split)}
     if cfg["data"].get("subset"):  # quick look: a fixed seeded subset, marked approximate by the reducer
         splits = {s: data.subset(v, int(cfg["data"]["subset"]), cfg.get("seed", 0)) for s, v in splits.items()}
-    return Evaluator(model, origin, run.load_directions(names), splits, dataset.num_classes,
-                     device=device, cache_dir=cache_dir or run.path / "cache",
-                     precision_check=cfg["eval"]["precision_check"], **engine_options(cfg))
+    return Evaluator(model, origin, run.load_directions(names), splits, dataset.num_classes, cfg["loss"],
+                     cfg["precision"], device=device, cache_dir=cache_dir or run.path / "cache",
+                     options=engine_options(cfg))
 
 
-def engine_options(cfg: dict) -> dict:
-    """The Evaluator's options from a run's config (what `check_options` checks)."""
-    ev = cfg["eval"]
-    keys = ("mode", "points_per_batch", "batch_size", "compile_mode") + TRISTATES
-    return {"loss": cfg["loss"], "precision": cfg["precision"], **{k: ev[k] for k in keys if k in ev}}
+def engine_options(cfg: dict) -> EngineOptions:
+    """The engine's settings from a run's config: `eval.*` less the device."""
+    return EngineOptions.parse({k: v for k, v in cfg["eval"].items() if k != "device"})
 
 
 def _terminate_cleanly(signum, frame):

@@ -18,10 +18,10 @@ import landscape
 from landscape import checkpoint, data, directions
 from landscape.digest import file_digest
 from landscape.errors import UserError, first_line, whole_number
-from landscape.evaluate import check_options
+from landscape.engine import check_loss, check_precision
 from landscape.grid import make_grid, make_tiles
 from landscape.spec import instantiate
-from landscape.sums import check_fits
+from landscape.engine.metrics import check_data_fits
 
 from jobs.run import RunDir, checkpoint_epoch
 from jobs.tile import check_device, engine_options
@@ -131,7 +131,7 @@ def check_data(cfg: dict[str, Any], model: torch.nn.Module) -> None:
     """Load the data and put two samples of every split the run evaluates through the model and the loss."""
     dataset = data.load(cfg["data"])
     for name in data.split_names(cfg["data"]["split"]):
-        check_fits(model, dataset.split(name), dataset.num_classes, cfg["loss"], name)
+        check_data_fits(model, dataset.split(name), dataset.num_classes, cfg["loss"], name)
 
 
 def _files_of(value: Any) -> list[Path]:
@@ -184,7 +184,9 @@ def check_settings(cfg: dict[str, Any]) -> int:
     range_ = DEFAULT_RANGE.get(cfg["directions"]["kind"], [-1.0, 1.0]) if g["range"] is None else g["range"]
     make_tiles(make_grid(dims, g["resolution"], range_), g["tile"])  # pca's fitted range comes later
     whole_number(cfg["seed"], "seed", 0)
-    check_options(**engine_options(cfg))
+    engine_options(cfg)
+    check_loss(cfg["loss"])
+    check_precision(cfg["precision"])
     check_device(cfg["eval"]["device"], here=cfg["launcher"]["name"] in WORKERS_HERE)
     data.check_subset(cfg["data"].get("subset"))
     return dims
