@@ -80,8 +80,8 @@ class PassForward:
 
     @property
     def splits(self) -> tuple[SplitInfo, ...]:
-        n = int(np.prod(self.runner.parts.out_shape))
-        return tuple(SplitInfo(k, min(len(s), self.how.limit or len(s)), n) for k, s in self.runner.parts.splits.items())
+        n, splits = int(np.prod(self.runner.parts.out_shape)), self.runner.parts.splits
+        return tuple(SplitInfo(k, min(len(s), self.how.limit or len(s)), n) for k, s in splits.items())
 
     def sums(self, reduce: Reduce) -> torch.Tensor:
         return self.runner.sums(self.coords, reduce, self.how)

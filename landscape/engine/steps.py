@@ -64,7 +64,8 @@ class Steps:
             fn = self._make(mode, dtype, reduce)
             if compiled:
                 raise_recompile_limit()
-                fn = torch.compile(fn, dynamic=False, mode=None if self.compile_mode == "default" else self.compile_mode)
+                mode_ = None if self.compile_mode == "default" else self.compile_mode
+                fn = torch.compile(fn, dynamic=False, mode=mode_)
             self.fns[key] = fn
         return self.fns[key]
 

@@ -110,6 +110,52 @@ def seconds(fn: Callable[[], Any], reps: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / reps
 
 
+def fit_batch_size(probe: Callable[[int], Callable[[], Any]], largest: int, device: torch.device,
+                   info: dict[str, Any]) -> int:
+    """CUDA: the largest batch whose step (`probe(n)`) fits in 70% of free memory: two probes, a linear
+    fit, a check."""
+    def peak(n: int) -> int:
+        step = probe(n)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+
+    torch.cuda.empty_cache()
+    n1, n2 = min(largest, 64), min(largest, 256)
+    p1, p2 = peak(n1), peak(n2)
+    budget = 0.7 * torch.cuda.mem_get_info(device)[0]
+    if n2 == largest and p2 < budget:
+        size = largest
+    else:
+        per = max((p2 - p1) / max(n2 - n1, 1), 1.0)
+        size = int((budget - max(p1 - per * n1, 0)) / per)
+        size = largest if size >= largest else max(n2, size // 64 * 64)
+    while True:  # check it, halving on out-of-memory
+        try:
+            peak(size)
+            break
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if size <= 1:
+                raise
+            size = max(1, size // 2)
+    info["batch_probe"] = {"bytes_at": {n1: p1, n2: p2}, "budget": budget}
+    return size
+
+
+def memory_budget(device: torch.device) -> float:
+    """Free bytes on `device` (CPU: available physical memory)."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError):
+        return 8e9
+
+
 class Tuner:
     """The measurements behind a choice, each on runners of trial choices; `info` says what was measured."""
 
@@ -147,7 +193,7 @@ class Tuner:
         """Seconds per point on one batch: loop vs vmap at a few points per forward; keep the fastest."""
         n = CPU_BATCH if self.device.type == "cpu" else 4096
         decision = {"loop": seconds(self._probe(Runner(self.parts, Choice()), n, moving=True), 3, self.device)}
-        budget = self._memory_budget() * 0.25
+        budget = memory_budget(self.device) * 0.25
         w = self.parts.mover
         for p in ([int(ppb)] if ppb else VMAP_CANDIDATES):
             if p * w.weights.flat.numel() * 4 * (2 if w.folder else 1) > budget:
@@ -164,52 +210,12 @@ class Tuner:
             return "vmap", int(best[4:])
         return "loop", 1
 
-    def _memory_budget(self) -> float:
-        if self.device.type == "cuda":
-            return float(torch.cuda.mem_get_info(self.device)[0])
-        try:
-            return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError):
-            return 8e9
-
     def batch_size(self, mode: str, points: int) -> int:
         largest = len(self.largest)
         if self.device.type == "cpu":
             return min(largest, CPU_BATCH)
-        return self._fit_batch_size(Runner(self.parts, Choice(mode, points)), largest)
-
-    def _fit_batch_size(self, runner: Runner, largest: int) -> int:
-        """Largest batch whose forward fits in 70% of free memory: two probes, a linear fit, a check."""
-        def peak(n: int) -> int:
-            step = self._probe(runner, n)
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            base = torch.cuda.memory_allocated(self.device)
-            step()
-            torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device) - base
-
-        torch.cuda.empty_cache()
-        n1, n2 = min(largest, 64), min(largest, 256)
-        p1, p2 = peak(n1), peak(n2)
-        budget = 0.7 * torch.cuda.mem_get_info(self.device)[0]
-        if n2 == largest and p2 < budget:
-            size = largest
-        else:
-            per = max((p2 - p1) / max(n2 - n1, 1), 1.0)
-            size = int((budget - max(p1 - per * n1, 0)) / per)
-            size = largest if size >= largest else max(n2, size // 64 * 64)
-        while True:  # check it, halving on out-of-memory
-            try:
-                peak(size)
-                break
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                if size <= 1:
-                    raise
-                size = max(1, size // 2)
-        self.info["batch_probe"] = {"bytes_at": {n1: p1, n2: p2}, "budget": budget}
-        return size
+        runner = Runner(self.parts, Choice(mode, points))
+        return fit_batch_size(lambda n: self._probe(runner, n), largest, self.device, self.info)
 
     def compile(self, choice: Choice, cached: Mapping[str, Any] | None) -> bool:
         """auto: on CUDA only, kept only where the compiled step beats eager on one full batch."""
