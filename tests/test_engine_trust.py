@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import nn
 
@@ -131,3 +132,37 @@ def test_a_new_metric_is_one_part(digits, kw):
             for name, split in digits.items():
                 top = model(split.inputs(0, len(split))).softmax(1).amax(1).mean().item()
                 np.testing.assert_allclose(out[f"{name}_confidence"][i], top, rtol=1e-5)
+
+
+class GradientNorm:
+    """A metric beyond sums of outputs (as curvature is): the norm of the train loss's gradient per point."""
+
+    def measure(self, forward: Forward) -> dict[str, torch.Tensor]:
+        params = list(forward.model.parameters())
+        norms = []
+        for _ in forward.each_point():
+            with torch.inference_mode(False), torch.enable_grad():
+                grads, n = [torch.zeros_like(p) for p in params], 0
+                for x, y in forward.batches("train"):
+                    loss = F.cross_entropy(forward.model(x.clone()), y.clone(), reduction="sum")
+                    for g, d in zip(grads, torch.autograd.grad(loss, params)):
+                        g += d
+                    n += len(y)
+                norms.append(torch.sqrt(sum((g / n).square().sum() for g in grads)).double())
+        return {"train_gradient_norm": torch.stack(norms)}
+
+
+@pytest.mark.parametrize("kw", [{"mode": "loop"}, {"mode": "vmap", "points_per_batch": 2}], ids=["loop", "vmap"])
+def test_a_metric_may_move_the_model_itself(digits, kw):
+    state, dirs = _setup(digits_cnn)
+    ev = Evaluator(digits_cnn(), state, dirs, digits, 10, metrics=[GradientNorm()], batch_size=128, **kw)
+    out = ev.evaluate(COORDS)
+    model = digits_cnn().eval()
+    for i, (a, b) in enumerate(COORDS):
+        moved = dict(state) | {n: state[n] + a * dx + b * dy for n, dx, dy in zip(dirs.names, dirs.x, dirs.y)}
+        model.load_state_dict(moved)
+        split = digits["train"]
+        loss = F.cross_entropy(model(split.inputs(0, len(split))), split.y)
+        norm = torch.sqrt(sum(g.square().sum() for g in torch.autograd.grad(loss, list(model.parameters()))))
+        np.testing.assert_allclose(out["train_gradient_norm"][i], norm.item(), rtol=1e-4)
+    assert np.isfinite(out["train_loss"]).all()

@@ -108,7 +108,7 @@ class Evaluator:
             self.info.update({"lowp_layers": self.lowp.cast, "padded_linear": self.lowp.npadded})
         self.mover = Mover(self.weights, self.folder, self.lowp)
         steps = Steps(self.net, self.lowp, self.channels_last, self.device, self.options.compile_mode, self.info)
-        return Parts(self.mover, steps, splits, streamed, dtype, self.channels_last, out_shape, self.info)
+        return Parts(self.model, self.mover, steps, splits, streamed, dtype, self.channels_last, out_shape, self.info)
 
     def choose(self, choice: Choice) -> None:
         """Run with `choice` from now on (a new runner: nothing of the old one's path is kept)."""

@@ -3,13 +3,15 @@ the checks that the data and the loss fit the model.
 
 A metric is one object with `measure(forward) -> {key: (N,) values}`: `forward` is the network at the
 points of one `evaluate` call; `forward.sums(reduce)` runs it over every batch of every split (whatever
-the engine's path: loop or vmap, compiled, CUDA graph, streamed) and sums `reduce(outputs, targets)`.
-A new metric is a new class here (or anywhere), passed to `Evaluator(metrics=...)`.
+the engine's path: loop or vmap, compiled, CUDA graph, streamed) and sums `reduce(outputs, targets)`;
+`forward.each_point()` moves `forward.model` to each point in turn for metrics that need more than
+outputs (gradients, curvature), with `forward.batches(split)`. A new metric is a new class here (or
+anywhere), passed to `Evaluator(metrics=...)`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +35,16 @@ class Forward(Protocol):
     """The network at the current points (N of them), over every split."""
 
     splits: tuple[SplitInfo, ...]
+    model: nn.Module  # fp32, BatchNorm unfolded: where `each_point` moved it
 
     def sums(self, reduce: Reduce) -> torch.Tensor:
         """(N, S, K) fp64 on the device: `reduce`'s (P, K) sums over every batch of each split, per point."""
+
+    def each_point(self) -> Iterator[int]:
+        """For metrics beyond sums of outputs (gradients, curvature): each point's index, `model` moved there."""
+
+    def batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised inputs and targets of one split, on the device."""
 
 
 class Metric(Protocol):

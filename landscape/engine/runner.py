@@ -14,6 +14,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..data import Split, normalize
 from ..errors import first_line
@@ -43,6 +44,7 @@ class Choice:
 class Parts:
     """What a runner runs on, whatever its choice."""
 
+    model: nn.Module  # fp32, BatchNorm unfolded; its weights are the mover's
     mover: Mover
     steps: Steps
     splits: Mapping[str, Split]  # on the device (streamed: targets only)
@@ -85,6 +87,25 @@ class PassForward:
 
     def sums(self, reduce: Reduce) -> torch.Tensor:
         return self.runner.sums(self.coords, reduce, self.how)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.runner.parts.model
+
+    def each_point(self) -> Iterator[int]:
+        """Each point's index in turn, `model` moved there."""
+        parts = self.runner.parts
+        cdev = torch.as_tensor(np.asarray(self.coords, dtype=np.float32)).to(parts.device)
+        for i in range(len(cdev)):
+            parts.mover.to_point(cdev[i])
+            yield i
+
+    def batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised inputs and targets of one split on the device, in the run's batch size."""
+        s, size, device = self.runner.splits[split], self.runner.choice.batch_size, self.runner.parts.device
+        n = min(len(s), self.how.limit or len(s))
+        for start, stop in ((i, min(i + size, n)) for i in range(0, n, size)):
+            yield normalize(s.x[start:stop].to(device), s.scale, s.mean, s.std), s.y[start:stop]
 
 
 class Runner:
