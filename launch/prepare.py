@@ -18,10 +18,9 @@ import landscape
 from landscape import checkpoint, data, directions
 from landscape.digest import file_digest
 from landscape.errors import UserError, first_line, whole_number
-from landscape.engine import check_loss, check_precision
+from landscape.engine import check_data_fits, check_loss, check_precision
 from landscape.grid import make_grid, make_tiles
 from landscape.spec import instantiate
-from landscape.engine.metrics import check_data_fits
 
 from jobs.run import RunDir, checkpoint_epoch
 from jobs.tile import check_device, engine_options

@@ -34,8 +34,8 @@ tile (and within one engine they are bitwise independent of tiling and points pe
 """
 from .checks import check_model, precision_note
 from .evaluator import ENGINE_VERSION, Evaluator
-from .metrics import check_loss
+from .metrics import check_data_fits, check_loss
 from .options import PRECISIONS, EngineOptions, check_precision
 
-__all__ = ["ENGINE_VERSION", "PRECISIONS", "EngineOptions", "Evaluator", "check_loss", "check_model",
-           "check_precision", "precision_note"]
+__all__ = ["ENGINE_VERSION", "PRECISIONS", "EngineOptions", "Evaluator", "check_data_fits", "check_loss",
+           "check_model", "check_precision", "precision_note"]
