@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from landscape import data, directions
-from landscape.engine import PRECISIONS, EngineOptions, check_loss
+from landscape.engine import EngineOptions, check_loss, check_precision
 from landscape.errors import UserError, whole_number
 from landscape.grid import Grid, make_grid, make_tiling
 from landscape.plot import PlotOptions
@@ -182,8 +182,7 @@ def _loss(loss: Any) -> str:
 
 
 def _precision(precision: Any) -> str:
-    if precision not in PRECISIONS:
-        raise UserError(f"precision '{precision}' is unknown: use one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     return precision
 
 
