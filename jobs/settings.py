@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from landscape import data, directions
 from landscape.engine import EngineOptions, check_loss, check_precision
+from landscape.engine.options import VALUE_NEUTRAL
 from landscape.errors import UserError, whole_number
 from landscape.grid import Grid, make_grid, make_tiling
 from landscape.plot import PlotOptions
@@ -21,9 +22,6 @@ RUN_FORMAT = 2  # run.yaml's layout and fingerprint recipe; a run of another for
 DEFAULT_RANGE = {"random": [-1.0, 1.0], "line": [0.0, 1.0]}  # line: past a=1 BN variances extrapolate below 0
 KINDS = ("random", "pca", "line")
 SPLITS = ("train", "test", "both")
-# eval.* options that never change a value: bitwise-neutral in fp32 (tests/test_engine.py; a captured pass
-# replays the same kernels and is checked against the plain one); precision_check only adds a figure.
-NEUTRAL_ENGINE = ("stream", "points_per_batch", "precision_check", "cuda_graph")
 VALUE = {"value": True}  # field metadata: this setting changes values on the surface (in the fingerprint)
 
 
@@ -140,7 +138,7 @@ def value_items(settings: RunSettings) -> dict[str, Any]:
         value = getattr(settings, f.name)
         prefix = "eval" if f.name == "engine" else f.name
         if isinstance(value, EngineOptions):
-            out |= {f"eval.{k.name}": getattr(value, k.name) for k in fields(value) if k.name not in NEUTRAL_ENGINE}
+            out |= {f"eval.{k.name}": getattr(value, k.name) for k in fields(value) if k.name not in VALUE_NEUTRAL}
         elif isinstance(value, (ModelSettings, DataSettings)):
             out |= {f"{prefix}.{k}": v for k, v in value.spec().items()}
         elif hasattr(value, "__dataclass_fields__"):

@@ -11,16 +11,15 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from landscape.engine.options import VALUE_NEUTRAL
 from landscape.errors import UserError, first_line
-
-from jobs.settings import NEUTRAL_ENGINE
 
 # conf/ at the repo root (a checkout, an editable install), or installed as package data launch/conf (pip install .)
 _HERE = Path(__file__).resolve().parent
 CONF_DIR = _HERE / "conf" if (_HERE / "conf").is_dir() else _HERE.parent / "conf"
 # Settings that never change a value (how and where it runs, plots): a resume takes them from the command,
 # not from the saved run. train.overwrite says how to treat old checkpoints, not what is trained.
-VOLATILE = ("launcher", "plot", "run", "eval.device", "train.overwrite", *(f"eval.{k}" for k in NEUTRAL_ENGINE))
+VOLATILE = ("launcher", "plot", "run", "eval.device", "train.overwrite", *(f"eval.{k}" for k in VALUE_NEUTRAL))
 
 
 def load(name: str, overrides: list[str]) -> dict[str, Any]:

@@ -15,6 +15,10 @@ PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.
 MODES = ("auto", "loop", "vmap")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")  # CUDA graphs are the engine's own (graphs.py)
 TRISTATES = ("compile", "cuda_graph", "fold_bn", "channels_last", "pad_linear", "stream")  # auto | true | false
+# Options that never change a value, so a run's fingerprint leaves them out: stream, points_per_batch and
+# cuda_graph are bitwise-neutral in fp32 (tests/test_engine.py; a captured pass replays the same kernels and
+# is checked against the plain one); precision_check only adds a figure.
+VALUE_NEUTRAL = ("stream", "points_per_batch", "precision_check", "cuda_graph")
 
 
 @dataclass(frozen=True)
