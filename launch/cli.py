@@ -96,7 +96,7 @@ def _absolute(value: str) -> str:
 
 def absolute_paths(argv: list[str]) -> list[str]:
     """Files typed relative to the current folder, made absolute: a resume from another folder, and a job
-    that starts elsewhere (PBS starts in $HOME), then read the same files."""
+    that starts elsewhere (some schedulers start it in $HOME), then read the same files."""
     return [f"{o.split('=', 1)[0]}={_absolute(o.split('=', 1)[1])}" if "=" in o and _key(o) in PATH_KEYS else o
             for o in argv]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +22,7 @@ from landscape import checkpoint, data, directions
 from landscape.digest import file_digest
 from landscape.engine import check_data_fits, check_model, precision_note
 from landscape.errors import UserError, first_line
+from landscape.grid import Grid
 from landscape.hardware import check_device, pick_device
 from landscape.spec import instantiate
 
@@ -143,6 +145,32 @@ def reopen(run: RunDir, s: RunSettings, key: str, digests: dict[str, str], overr
     return run
 
 
+@dataclass(frozen=True)
+class Read:
+    """The driver's one read of the checkpoints a new run needs: the model at the centre, the line's start, and
+    the digest of every input."""
+
+    model: torch.nn.Module
+    state: checkpoint.StateDict
+    start: checkpoint.StateDict | None
+    digests: dict[str, str]
+
+
+def read_inputs(s: RunSettings) -> Read:
+    """Every input file found and hashed once, the checkpoint(s) loaded in that same read and fitted to the model."""
+    files = inputs.input_files(s)
+    model = build_model(s.model)
+    check_model(model)
+    state, digest = checkpoint.load_with_digest(s.checkpoint)
+    checkpoint.put_into(model, state, s.checkpoint, s.model.name)
+    known = {s.checkpoint: digest}
+    start = None
+    if s.directions.kind == "line":
+        start, known[s.directions.start] = checkpoint.load_with_digest(s.directions.start)
+        checkpoint.check_fits(model, start, s.directions.start, s.model.name)
+    return Read(model, state, start, inputs.digests(files, {str(Path(k)): v for k, v in known.items()}))
+
+
 def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = True, log: Log = print,
             scratch: Path | None = None) -> RunDir:
     """The run directory for `cfg`: reopened if it holds the same key, else created.
@@ -151,50 +179,44 @@ def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = T
     """
     s = parse(cfg)
     check_device_here(s, workers_here, log)
-    files = inputs.input_files(s)
-    model = build_model(s.model)
-    check_model(model)
-    state, digest = checkpoint.load_with_digest(s.checkpoint)  # loaded and hashed in one read
-    checkpoint.put_into(model, state, s.checkpoint, s.model.name)
-    digests = inputs.digests(files, known={str(files[0]): digest})
-    key = inputs.key(s, digests)
+    read = read_inputs(s)
+    key = inputs.key(s, read.digests)
     run = RunDir(run_path(s, key))
     if run.config_file.is_file():
         cfg = same_files_as_saved(cfg, run.config)
         s = parse(cfg)
-        return reopen(run, s, inputs.key(s, digests), digests, overrides, cfg, dry_run=scratch is not None)
-    return create(s, cfg, overrides, model, state, digests, key, run, scratch, log)
+        return reopen(run, s, inputs.key(s, read.digests), read.digests, overrides, cfg, dry_run=scratch is not None)
+    target = RunDir(scratch) if scratch is not None else run
+    t0 = time.perf_counter()
+    grid = create(s, cfg, overrides, read, key, target, log)
+    log(f"{'dry run of a ' if scratch is not None else ''}new run {run.path}: {s.directions.kind} directions "
+        f"({time.perf_counter() - t0:.1f} s), grid {'x'.join(map(str, grid.shape[::-1]))}, "
+        f"{len(target.tiles)} tiles")
+    return target
 
 
-def create(s: RunSettings, cfg: dict[str, Any], overrides: list[str], model: torch.nn.Module,
-           state: checkpoint.StateDict, digests: dict[str, str], key: str, run: RunDir, scratch: Path | None,
-           log: Log) -> RunDir:
-    """A new run: the data checked against the model, the directions and grid fixed, run.yaml written last."""
+def create(s: RunSettings, cfg: dict[str, Any], overrides: list[str], read: Read, key: str, target: RunDir,
+           log: Log) -> Grid:
+    """A new run in `target`: the data checked against the model, the directions and grid fixed, run.yaml
+    written last (its presence means the run is fully set up); returns the grid."""
     dataset = data.load(s.data.spec())
     for name in s.data.splits:
-        check_data_fits(model, dataset.split(name), dataset.num_classes, s.loss, name)
-    t0 = time.perf_counter()
-    start = checkpoint.load_into(build_model(s.model), s.directions.start, s.model.name) \
-        if s.directions.kind == "line" else None
-    dirs = make_directions(s, model, state, start)
+        check_data_fits(read.model, dataset.split(name), dataset.num_classes, s.loss, name)
+    dirs = make_directions(s, read.model, read.state, read.start)
     kind = s.directions.kind
     range_ = _fitted_range(dirs.trajectory) if kind == "pca" and s.grid.range is None else \
         s.grid.default_range(kind)
     grid = s.grid.grid(range_)
-    if start is not None:
-        _warn_negative_variances(start, dirs, grid.x, log)
+    if read.start is not None:
+        _warn_negative_variances(read.start, dirs, grid.x, log)
     check_tiling(grid, s.grid.tile)
-    target = RunDir(scratch) if scratch is not None else run
     target.path.mkdir(parents=True, exist_ok=True)
     extra = {"xcoordinates": grid.x} | ({"ycoordinates": grid.y} if grid.y is not None else {})
     directions.save(target.directions_file, dirs, extra)
     direction_digest = file_digest(target.directions_file)
     saved = {"format": RUN_FORMAT, "fingerprint": inputs.fingerprint(key, direction_digest), "key": key,
-             "directions": direction_digest, "inputs": digests, "overrides": overrides,
+             "directions": direction_digest, "inputs": read.digests, "overrides": overrides,
              "created": time.strftime("%Y-%m-%d %H:%M:%S"),
              "versions": {"landscape": landscape.__version__, "torch": str(torch.__version__)}, "config": cfg}
-    _write_run_yaml(target, saved)  # last: its presence means the run is fully set up
-    log(f"{'dry run of a ' if scratch is not None else ''}new run {run.path}: {kind} directions "
-        f"({time.perf_counter() - t0:.1f} s), grid {'x'.join(map(str, grid.shape[::-1]))}, "
-        f"{len(target.tiles)} tiles")
-    return target
+    _write_run_yaml(target, saved)
+    return grid

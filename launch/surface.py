@@ -5,7 +5,6 @@ tiles are computed. `launcher.dry_run=true` prints the plan and a calibration an
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -15,24 +14,19 @@ from landscape.errors import UserError
 
 from jobs.reduce import reduce
 from jobs.run import RunDir
+from jobs.settings import plot_options
 from . import backends, config, lock
 from .cli import user_errors, with_saved_overrides
 from .plan import dry_run
 from .prepare import prepare
 from .plots import draw
-from jobs.settings import plot_options
 
 
 @user_errors
 def main(argv: list[str]) -> int:
     overrides = with_saved_overrides(argv)
     cfg = config.load("surface", overrides)
-    backend = backends.get(str(cfg["launcher"]["name"]))
-    ranks = max(int(os.environ.get(v, "1") or 1) for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE"))
-    if ranks > 1 and not backend.every_rank:
-        every_rank = [f"launcher={n}" for n in backends.names() if backends.get(n).every_rank]
-        raise UserError(f"started as {ranks} MPI ranks but launcher={backend.name} runs once per command: every "
-                        f"rank would compute the whole surface; use {' or '.join(every_rank)}")
+    backend = backends.started_as(str(cfg["launcher"]["name"]))
     if backend.every_rank:  # every rank runs this command: rank 0 drives, the others compute
         return backend.ranks(lambda: drive(cfg, overrides))
     return drive(cfg, overrides)
