@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from landscape import data
+from landscape import data, directions
 from landscape.digest import file_digest
 from landscape.engine import ENGINE_VERSION
 from landscape.errors import UserError
@@ -34,9 +34,7 @@ def pca_checkpoints(spec: object) -> list[Path]:
     absent = [str(p) for p in paths if not p.is_file()]
     if absent:
         raise UserError(f"checkpoint {absent[0]} does not exist")
-    if len(paths) < 3:
-        raise UserError(f"PCA directions need at least 3 checkpoints, got {len(paths)} from {spec}: save one "
-                        "per epoch (landscape-train does) and point directions.checkpoints at that folder")
+    directions.check_trajectory(paths, spec)
     return paths
 
 

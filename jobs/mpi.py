@@ -23,7 +23,7 @@ import torch
 from mpi4py import MPI
 
 from landscape.errors import UserError
-from landscape.hardware import pick_device
+from landscape.hardware import cpu_share, device_for
 
 from .reduce import reduce
 from .run import RunDir
@@ -68,19 +68,13 @@ class Rank:
     announced: bool = False  # rank 0: the other ranks have been told what to do
 
     def device(self, requested: str) -> torch.device:
-        """`auto` (or `cuda`) on a GPU node: the local_rank-th visible GPU, modulo their count, made the
-        current device; anything else as requested."""
-        if requested in ("auto", "cuda") and torch.cuda.is_available():
-            device = torch.device("cuda", self.local_rank % torch.cuda.device_count())
-            torch.cuda.set_device(device)  # also for whatever allocates on the current device
-            return device
-        return pick_device(requested)
+        """This rank's device (`hardware.device_for`)."""
+        return device_for(requested, self.local_rank)
 
     def cpu_threads(self) -> int:
         """The CPUs granted to this rank, at most an equal share of the node's cores."""
         granted = _env_int(("SLURM_CPUS_PER_TASK",))
-        cpus = granted[1] if granted else len(os.sched_getaffinity(0))
-        return max(1, min(cpus, (os.cpu_count() or 1) // self.local_size))
+        return cpu_share(self.local_size, granted[1] if granted else None)
 
 
 @cache

@@ -119,6 +119,14 @@ def _streamed_columns(states: list[StateDict], final: StateDict, names: list[str
             yield name, slice(lo, hi), block - ref[lo:hi].double()
 
 
+def check_trajectory(paths: Sequence[str | Path], source: object = None) -> None:
+    """PCA needs at least 3 checkpoints of one training (2 give one direction only)."""
+    if len(paths) < 3:
+        raise UserError(f"PCA directions need at least 3 checkpoints, got {len(paths)}"
+                        f"{f' from {source}' if source is not None else ''}: save one per epoch "
+                        "(landscape-train does) and point directions.checkpoints at that folder")
+
+
 def pca_directions(paths: Sequence[str | Path], final: StateDict, names: list[str], ignore: str = "biasbn",
                    chunk_bytes: int = 64 << 20) -> Directions:
     """Top two principal components of `theta_i - theta_final` over the checkpoints, rows centred.
@@ -127,9 +135,7 @@ def pca_directions(paths: Sequence[str | Path], final: StateDict, names: list[st
     checkpoints of 200M parameters never sit in memory together (checkpoints are memory-mapped).
     """
     check_normalization("none", ignore)
-    if len(paths) < 3:
-        raise UserError(f"PCA directions need at least 3 checkpoints, got {len(paths)}: save one per epoch "
-                        "(landscape-train does) and point directions.checkpoints at that folder")
+    check_trajectory(paths)
     states = [load_state(p, mmap=True) for p in paths]
     for p, s in zip(paths, states):
         absent = [n for n in names if n not in s or s[n].shape != final[n].shape]

@@ -65,6 +65,23 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def device_for(requested: str, local_rank: int) -> torch.device:
+    """One of several processes on a node (an MPI rank): `auto` or `cuda` on a GPU node is the local_rank-th
+    visible GPU, modulo their count, made the current device; anything else as requested."""
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)  # also for whatever allocates on the current device
+        return device
+    return pick_device(requested)
+
+
+def cpu_share(processes: int, granted: int | None = None) -> int:
+    """CPU threads for one of `processes` workers on this node: an equal share of its cores, at most the
+    `granted` CPUs (else those this process may run on)."""
+    cpus = granted or len(os.sched_getaffinity(0))
+    return max(1, min(cpus, (os.cpu_count() or 1) // processes))
+
+
 def devices_here() -> list[str]:
     """The devices this machine offers torch: cpu, then each visible GPU (and mps on a Mac)."""
     mps = getattr(torch.backends, "mps", None)

@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from landscape.errors import whole_number
+from landscape.hardware import cpu_share
 
 from jobs.run import RunDir
 from jobs.tile import run_tiles
@@ -64,7 +65,7 @@ def worker_envs(workers: int | None) -> list[dict[str, str]]:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(gpus)))).split(",")
         return [{"CUDA_VISIBLE_DEVICES": v.strip()} for v in visible[:gpus]]
     workers = workers or 1
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = cpu_share(workers)
     return [{"LANDSCAPE_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ""} for _ in range(workers)]
 
 
