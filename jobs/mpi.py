@@ -169,7 +169,7 @@ def serve(rank: Rank, run_dir: str, tile_ids: list[int], on_done: OnDone | None 
                               daemon=True)
     server.start()
     try:
-        computed = run_tiles(run_dir, _drain(queue), rank.device(RunDir(run_dir).config["eval"]["device"]), on_done)
+        computed = run_tiles(run_dir, _drain(queue), rank.device(RunDir(run_dir).settings.device), on_done)
     except BaseException:
         queue.clear()  # the other ranks stop after their current tile
         raise
@@ -215,7 +215,7 @@ def work(rank: Rank) -> list[int]:
         return []
     tiles = TilesFromRoot(rank.comm)
     try:
-        return run_tiles(run_dir, tiles, rank.device(RunDir(run_dir).config["eval"]["device"]), tiles.done)
+        return run_tiles(run_dir, tiles, rank.device(RunDir(run_dir).settings.device), tiles.done)
     finally:
         tiles.close()
 
