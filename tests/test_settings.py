@@ -133,3 +133,11 @@ def test_inputs_are_recorded_once_each_with_their_digests(trained, tmp_path, cap
     assert saved["format"] == settings.RUN_FORMAT
     s = replace(RunDir(run).settings, seed=1)  # seed does not change PCA values but is a setting: another key
     assert inputs.key(s, saved["inputs"]) != saved["key"]
+
+
+def test_bf16_on_a_cpu_is_said_by_the_driver(base_args, tmp_path, capsys):
+    rc, out, err = _surface(capsys, *base_args, "precision=bf16", "grid.resolution=3", "grid.tile=3",
+                            "launcher=local", f"run.dir={tmp_path / 'run'}")
+    assert rc == 0, err
+    warning = [line for line in out.splitlines() if line.startswith("warning: ") and "bf16" in line]
+    assert len(warning) == 1 and "CPU" in warning[0], out
