@@ -18,7 +18,7 @@ from landscape.digest import file_digest
 from landscape.engine import ENGINE_VERSION
 from landscape.errors import UserError
 
-from .run import checkpoint_epoch
+from .run import RunDir, checkpoint_epoch
 from .settings import RUN_FORMAT, RunSettings, value_items
 
 
@@ -47,9 +47,7 @@ def input_files(settings: RunSettings) -> list[Path]:
     elif d.kind == "pca":
         files += pca_checkpoints(d.checkpoints)
     files += data.files(settings.data.spec())
-    source = settings.model.source_file()
-    if source is not None:
-        files.append(source)
+    files += settings.model.source_files()
     absent = [str(p) for p in files if not p.is_file()]
     if absent:
         what = "data file" if Path(absent[0]) in data.files(settings.data.spec()) else "checkpoint"
@@ -83,6 +81,24 @@ def changed(recorded: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
     out += [f"{p} is new" for k, (p, _) in new.items() if k not in old]
     out += [f"{p} is no longer read" for k, (p, _) in old.items() if k not in new]
     return out
+
+
+def refusal(run_path: Path, changes: list[str]) -> UserError:
+    """The one line that refuses to add tiles to a run whose inputs changed."""
+    return UserError(f"{'; '.join(changes)}: the run's tiles were computed on the old contents; use a new run.dir, "
+                     f"or delete {run_path} to replace it")
+
+
+def recorded_directions(run: RunDir) -> dict[str, str]:
+    """The directions file's digest as the run recorded it, keyed by its path like the other inputs."""
+    return {str(run.directions_file): run.saved["directions"]}
+
+
+def stale(run: RunDir) -> list[str]:
+    """Which recorded inputs (and the directions file) differ now, in words: what `landscape-status` says."""
+    recorded = {**run.saved["inputs"], **recorded_directions(run)}
+    now = {p: file_digest(p) if Path(p).is_file() else "<missing>" for p in recorded}
+    return changed(recorded, now)
 
 
 def check_unchanged(recorded: Mapping[str, str], files: list[Path], what: str,

@@ -6,6 +6,7 @@ one line naming the key. The launcher's own settings are parsed by its backend (
 """
 from __future__ import annotations
 
+import difflib
 import importlib.util
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -63,10 +64,11 @@ class ModelSettings:
     def spec(self) -> dict[str, Any]:
         return {"_target_": self.target, "name": self.name, **self.options}
 
-    def source_file(self) -> Path | None:
-        """The file a factory outside this package is defined in: its code decides the values too."""
+    def source_files(self) -> list[Path]:
+        """The code of a factory outside this package: its module file and the `.py` files beside it (what it
+        most likely imports); code elsewhere that it imports is not covered (README)."""
         if self.target.startswith("landscape."):
-            return None
+            return []
         try:
             spec = importlib.util.find_spec(self.target.rpartition(".")[0])
         except (ImportError, ValueError):
@@ -74,7 +76,8 @@ class ModelSettings:
         if spec is None or not spec.origin or not Path(spec.origin).is_file():
             raise UserError(f"model._target_ {self.target}: cannot find the module it names; check its spelling "
                             "and that the module is importable here (PYTHONPATH)")
-        return Path(spec.origin).resolve()
+        module = Path(spec.origin).resolve()
+        return [module] + sorted(p for p in module.parent.glob("*.py") if p != module)
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,14 @@ class RunSettings:
         return self.directions.start if self.directions.kind == "line" else self.checkpoint
 
 
+KEYS = {"checkpoint": None, "seed": None, "loss": None, "precision": None, "model": None, "data": None,
+        "directions": None, "launcher": None, "plot": None, "grid": ("dims", "resolution", "range", "tile"),
+        "run": ("dir",), "eval": None}  # None: any key (checked by its own part), or a plain value
+
+
 def parse(cfg: Mapping[str, Any]) -> RunSettings:
     """Hydra's resolved dict (or run.yaml's `config`) as RunSettings; a UserError names the first bad key."""
+    _known_keys(cfg)
     d = _directions(cfg["directions"])
     return RunSettings(
         checkpoint=str(cfg["checkpoint"]), seed=whole_number(cfg["seed"], "seed", 0), loss=_loss(cfg["loss"]),
@@ -163,6 +172,17 @@ def plot_options(settings: Mapping[str, Any]) -> PlotOptions:
         raise UserError(f"plot.{unknown[0]} is unknown: use one of {', '.join(known)}")
     return PlotOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
                           if v is not None or k == "clip"})
+
+
+def _known_keys(cfg: Mapping[str, Any]) -> None:
+    """A key added with `+key=...` that nothing reads would be ignored silently: refuse it, naming the closest."""
+    known = [*KEYS, *(f"{k}.{sub}" for k, subs in KEYS.items() for sub in subs or ())]
+    added = [k for k in cfg if k not in KEYS]
+    added += [f"{k}.{sub}" for k, subs in KEYS.items() if subs for sub in (cfg.get(k) or {}) if sub not in subs]
+    if added:
+        close = difflib.get_close_matches(added[0], known, n=1)
+        raise UserError(f"unknown setting {added[0]}" + (f" (did you mean {close[0]}?)" if close else "")
+                        + ": nothing reads it; every key and its default is in conf/surface.yaml and its groups")
 
 
 def _plain(value: Any) -> Any:

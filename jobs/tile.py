@@ -43,10 +43,9 @@ def build_worker(run: RunDir, device: torch.device | None = None, cache_dir: Pat
     model = instantiate(s.model.spec())
     origin, digest = checkpoint.load_with_digest(s.origin)  # loaded and hashed in one read
     read = [Path(s.origin), *data.files(s.data.spec())]
-    source = s.model.source_file()
     why = "this worker computes nothing (tiles of other inputs would mix into the run)"
-    inputs.check_unchanged(run.saved["inputs"], read + ([source] if source else []), why, {str(Path(s.origin)): digest})
-    inputs.check_unchanged({str(run.directions_file): run.saved["directions"]}, [run.directions_file], why)
+    inputs.check_unchanged(run.saved["inputs"], read + s.model.source_files(), why, {str(Path(s.origin)): digest})
+    inputs.check_unchanged(inputs.recorded_directions(run), [run.directions_file], why)
     checkpoint.put_into(model, origin, s.origin, s.model.name)
     names = [n for n, _ in model.named_parameters()]
     dataset = data.load(s.data.spec())

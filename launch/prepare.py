@@ -133,12 +133,11 @@ def reopen(run: RunDir, s: RunSettings, key: str, digests: dict[str, str], overr
                             "use a new run.dir, or delete the old one to replace it")
         why = inputs.changed(run.saved["inputs"], digests) or ["the engine's arithmetic changed since this run "
                                                                "was created (another landscape version)"]
-        raise UserError(f"{'; '.join(why)}: the run's tiles were computed on the old contents; use a new run.dir, "
-                        f"or delete {run.path} to replace it")
+        raise inputs.refusal(run.path, why)
     run.tiles  # noqa: B018 -- reads directions.h5: a broken run fails here, before run.yaml is touched
-    if file_digest(run.directions_file) != run.saved["directions"]:
-        raise UserError(f"{run.directions_file} changed since this run was created: its tiles were computed on "
-                        f"the old directions; restore it, or delete {run.path} to compute the run anew")
+    changed = inputs.changed(inputs.recorded_directions(run), {str(run.directions_file): file_digest(run.directions_file)})
+    if changed:
+        raise inputs.refusal(run.path, changed)
     if run.config != cfg and not dry_run:
         _write_run_yaml(run, {**run.saved, "overrides": overrides, "config": cfg})
         run = RunDir(run.path)

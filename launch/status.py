@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from jobs import inputs
 from jobs.reduce import nonfinite_line
 from jobs.run import RunDir
 from landscape import surface
@@ -107,9 +108,12 @@ def summary(run: RunDir) -> str:
         lines.append(f"speed: {per_worker:.2f} points/s per worker, {overall:.2f} points/s overall")
         if left:
             lines.append(f"time left: about {_fmt_seconds(left / overall)} at the overall rate")
+    stale = inputs.stale(run)
+    if stale:  # a resume would be refused: say so here, not "to finish"
+        lines.append(f"inputs changed: {inputs.refusal(run.path, stale)}")
     if driver:
         lines.append(f"driver: {driver.describe()}")
-    elif reasons and not running:
+    elif reasons and not running and not stale:
         lines.append(f"to finish: landscape-surface run.dir={run.path}  (computes only the missing tiles)")
     checks = [float(m["precision_check"]) for m in metas if "precision_check" in m]
     checks = [c for c in checks if c == c] or checks  # NaN only where fp32 itself was not finite

@@ -17,7 +17,7 @@ from jobs import inputs, settings
 from jobs.run import RunDir
 from jobs.tile import run_tiles
 from landscape.errors import UserError
-from launch import config, surface
+from launch import config, status, surface
 
 NET = """import torch.nn as nn
 
@@ -72,24 +72,38 @@ def test_replaced_directions_file_is_refused_by_driver_and_worker(base_args, tmp
         f["xdirection/0"][...] = np.asarray(f["xdirection/0"]) * 1.5
     (run / "tiles" / "00001.h5").unlink()
     rc, _, err = _surface(capsys, *args)
-    one_error_line(rc, err, "directions.h5 changed since this run was created")
+    one_error_line(rc, err, "directions.h5 changed since this run was created (sha256 ")
     assert not (run / "tiles" / "00001.h5").exists()
+    said = status.summary(RunDir(run))
+    assert "inputs changed: " in said and "directions.h5 changed since" in said and "to finish" not in said
     with pytest.raises(UserError, match="directions.h5 changed since this run was created"):
         run_tiles(str(run), [1])  # a queued array task starts after the change: computes nothing
     assert not (run / "tiles" / "00001.h5").exists()
 
 
-def test_edited_model_source_is_refused_and_named(custom, tmp_path, capsys):
+@pytest.mark.parametrize("edited", ["factory", "helper beside it"])
+def test_edited_model_source_is_refused_and_named(custom, tmp_path, capsys, edited):
     source, args = custom
+    helper = source.with_name("helper_mod.py")  # a module beside the factory's, as a helper it imports
+    helper.write_text("ACT = 'ReLU'\n")
     run = tmp_path / "run"
     rc, out, err = _surface(capsys, *args, f"run.dir={run}")
     assert rc == 0, err
-    assert str(source) in yaml.safe_load((run / "run.yaml").read_text())["inputs"]
+    assert {str(source), str(helper)} <= set(yaml.safe_load((run / "run.yaml").read_text())["inputs"])
     (run / "tiles" / "00000.h5").unlink()
-    source.write_text(NET.format(act="Tanh"))  # same shapes, other values
+    changed = source if edited == "factory" else helper
+    changed.write_text(changed.read_text().replace("ReLU", "Tanh"))  # same shapes, other values
     rc, _, err = _surface(capsys, *args, f"run.dir={run}")
-    one_error_line(rc, err, f"{source} changed")
+    one_error_line(rc, err, f"{changed} changed since this run was created")
     assert not (run / "tiles" / "00000.h5").exists()
+
+
+def test_a_setting_added_with_plus_that_nothing_reads_is_refused(base_args, tmp_path, capsys):
+    for typo, named in (("+seeed=5", "unknown setting seeed (did you mean seed?)"),
+                        ("+grid.tiles=4", "unknown setting grid.tiles (did you mean grid.tile?)")):
+        rc, _, err = _surface(capsys, *base_args, typo, f"run.dir={tmp_path / 'run'}")
+        one_error_line(rc, err, named)
+        assert not (tmp_path / "run").exists()
 
 
 def test_batchnorm_without_running_statistics_is_refused_before_anything_is_written(custom, tmp_path, capsys):
