@@ -16,7 +16,7 @@ import pytest
 from conftest import BIN, cli, copy_run, read_surface, require_cluster
 from jobs.run import RunDir
 
-GRID = ["grid.resolution=13", "grid.tile=2"]  # 49 tiles: a rank can be killed with many of them left
+GRID = ["grid.resolution=7", "grid.tile=1"]  # 49 tiles of one point: a rank can be killed with many left
 TILES = 49
 MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "3"]
 
