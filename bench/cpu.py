@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from landscape import data, directions
-from landscape.evaluate import Evaluator
+from landscape.engine import Evaluator
 from landscape.hardware import tune_cpu_malloc
 from landscape.models import digits_cnn, mlp, resnet20
 
@@ -67,7 +67,7 @@ def case(name: str, make, split: data.Split, num_classes: int, points: int, reps
     setup = time.perf_counter() - t0
     # the bare pass runs the network the engine runs (BatchNorm folded where the engine folds it, same
     # memory format): efficiency is the machinery's cost. The plain model in NCHW is timed below.
-    fwd = bare_forward(ev.net, split, ev.batch_size, CPU, channels_last=ev.channels_last)
+    fwd = bare_forward(ev.net, split, ev.choice.batch_size, CPU, channels_last=ev.channels_last)
     fwd()
     ev.evaluate(coords[:1])  # warm-up
     t_fwd, t_surf = [], []
@@ -78,10 +78,11 @@ def case(name: str, make, split: data.Split, num_classes: int, points: int, reps
     fwd_s, surf_s = float(np.median(t_fwd)) / len(coords), float(np.median(t_surf))
     per_point = surf_s / len(coords)
     log(f"  {name}: forward {fwd_s * 1e3:.1f} ms, surface {per_point * 1e3:.1f} ms/point "
-        f"(mode {ev.mode}, batch {ev.batch_size}); efficiency per repeat {' '.join(f'{r:.3f}' for r in ratios)}")
-    record = {"model": name, "samples": len(split), "points": len(coords), "mode": ev.mode,
+        f"(mode {ev.choice.mode}, batch {ev.choice.batch_size}); "
+        f"efficiency per repeat {' '.join(f'{r:.3f}' for r in ratios)}")
+    record = {"model": name, "samples": len(split), "points": len(coords), "mode": ev.choice.mode,
               "channels_last": ev.channels_last,
-              "batch_size": ev.batch_size, "setup_s": setup, "mode_decision": ev.info.get("mode_decision"),
+              "batch_size": ev.choice.batch_size, "setup_s": setup, "mode_decision": ev.info.get("mode_decision"),
               "forward_s": fwd_s, "points_x_forward_s_all": t_fwd, "surface_s": surf_s, "surface_s_all": t_surf,
               "per_point_s": per_point, "efficiency_per_repeat": ratios,
               "efficiency": float(np.median(ratios)),
@@ -104,7 +105,7 @@ def case(name: str, make, split: data.Split, num_classes: int, points: int, reps
     nchw = Evaluator(make(), state, dirs, splits, num_classes, channels_last=False, mode="loop")
     plain = make()
     plain.load_state_dict(state)
-    plain_fwd = bare_forward(plain.eval(), split, ev.batch_size, CPU)  # as a user would run the model
+    plain_fwd = bare_forward(plain.eval(), split, ev.choice.batch_size, CPU)  # as a user would run the model
     half = coords[::2]
     times: dict[str, list[float]] = {"default": [], "unfolded": [], "nchw": [], "plain_forward": []}
     for e in (unfolded, nchw):
@@ -149,8 +150,10 @@ def mode_probe(log) -> list[dict]:
         dirs = directions.random_directions(names, [state[n] for n in names], 2, "filter", "biasbn", 0)
         ev = Evaluator(make(), state, dirs, {"train": d.train}, 10)
         label = f"mlp 64-{'-'.join(map(str, hidden))}-10"
-        log(f"  {label} (digits): auto chose {ev.mode} x{ev.points}; seconds/point {ev.info['mode_decision']}")
-        out.append({"model": label, "samples": len(d.train), "chosen": ev.mode, "points_per_batch": ev.points,
+        log(f"  {label} (digits): auto chose {ev.choice.mode} x{ev.choice.points_per_batch}; "
+            f"seconds/point {ev.info['mode_decision']}")
+        out.append({"model": label, "samples": len(d.train), "chosen": ev.choice.mode,
+                    "points_per_batch": ev.choice.points_per_batch,
                     "seconds_per_point": ev.info["mode_decision"]})
     return out
 

@@ -16,13 +16,14 @@ import argparse
 import sys
 import time
 import traceback
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from landscape import data, directions
-from landscape.evaluate import Evaluator
+from landscape.engine import Evaluator
 from landscape.models import mlp, resnet56
 
 from .common import calibrate_bn, environment, reference_loop, rel_diff, table, timed, write_json
@@ -66,8 +67,9 @@ def workloads(smoke: bool) -> list[dict]:
 def kernel_profile(ev: Evaluator, coords: np.ndarray, device: torch.device, top: int = 12) -> list[dict]:
     """The kernels that take the time of `coords`' points, launched one by one (a replayed graph hides them)."""
     from torch.profiler import ProfilerActivity, profile
-    graph, check = ev.use_graph, ev.precision_check
-    ev.use_graph, ev.precision_check = False, 0
+    runner, options = ev.runner, ev.options
+    ev.choose(replace(ev.choice, cuda_graph=False))
+    ev.options = replace(options, precision_check=0)
     cuda = device.type == "cuda"
     try:
         with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
@@ -75,7 +77,8 @@ def kernel_profile(ev: Evaluator, coords: np.ndarray, device: torch.device, top:
             if cuda:
                 torch.cuda.synchronize(device)
     finally:
-        ev.use_graph, ev.precision_check = graph, check
+        ev.choose(runner.choice)
+        ev.runner, ev.options = runner, options  # the captured graphs too
     own = lambda e: getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0) if cuda \
         else e.self_cpu_time_total  # noqa: E731 - microseconds
     events = [e for e in prof.key_averages() if own(e) > 0]
@@ -114,7 +117,8 @@ def run_config(w: dict, label: str, kwargs: dict, state: dict, dirs, coords: np.
         log(f"  {w['name']} {label}: {rec['points_per_s']:.2f} points/s, {rec['tflops']:.1f} TFLOP/s"
             + (f" ({100 * rec['peak_fraction']:.1f}% of bf16 peak)" if peak else "")
             + f", 200x200 in {rec['projected_200x200_min']:.1f} min; setup {rec['setup_s']:.0f} s "
-              f"(mode {ev.mode}, batch {ev.batch_size}, compile {ev.use_compile}, graph {ev.use_graph}"
+              f"(mode {ev.choice.mode}, batch {ev.choice.batch_size}, compile {ev.choice.compile}, "
+              f"graph {ev.choice.cuda_graph}"
               + (f"; us/sample by batch: {ev.info['batch_decision']}" if "batch_decision" in ev.info else "") + ")")
         if profile:
             rec["kernels"] = kernel_profile(ev, coords[:2], device)

@@ -23,10 +23,11 @@ import torch
 from mpi4py import MPI
 
 from landscape.errors import UserError
+from landscape.hardware import cpu_share, device_for
 
 from .reduce import reduce
 from .run import RunDir
-from .tile import pick_device, run_tiles
+from .tile import run_tiles
 
 START, ASK, TILE = 1, 2, 3  # tags: rank 0 -> run dir (None: nothing to do); worker -> ask; rank 0 -> tile id or None
 POLL_S = 0.005              # the latency a request can wait; a tile takes far longer
@@ -67,19 +68,13 @@ class Rank:
     announced: bool = False  # rank 0: the other ranks have been told what to do
 
     def device(self, requested: str) -> torch.device:
-        """`auto` (or `cuda`) on a GPU node: the local_rank-th visible GPU, modulo their count, made the
-        current device; anything else as requested."""
-        if requested in ("auto", "cuda") and torch.cuda.is_available():
-            device = torch.device("cuda", self.local_rank % torch.cuda.device_count())
-            torch.cuda.set_device(device)  # also for whatever allocates on the current device
-            return device
-        return pick_device(requested)
+        """This rank's device (`hardware.device_for`)."""
+        return device_for(requested, self.local_rank)
 
     def cpu_threads(self) -> int:
         """The CPUs granted to this rank, at most an equal share of the node's cores."""
         granted = _env_int(("SLURM_CPUS_PER_TASK",))
-        cpus = granted[1] if granted else len(os.sched_getaffinity(0))
-        return max(1, min(cpus, (os.cpu_count() or 1) // self.local_size))
+        return cpu_share(self.local_size, granted[1] if granted else None)
 
 
 @cache
@@ -174,7 +169,7 @@ def serve(rank: Rank, run_dir: str, tile_ids: list[int], on_done: OnDone | None 
                               daemon=True)
     server.start()
     try:
-        computed = run_tiles(run_dir, _drain(queue), rank.device(RunDir(run_dir).config["eval"]["device"]), on_done)
+        computed = run_tiles(run_dir, _drain(queue), rank.device(RunDir(run_dir).settings.device), on_done)
     except BaseException:
         queue.clear()  # the other ranks stop after their current tile
         raise
@@ -220,7 +215,7 @@ def work(rank: Rank) -> list[int]:
         return []
     tiles = TilesFromRoot(rank.comm)
     try:
-        return run_tiles(run_dir, tiles, rank.device(RunDir(run_dir).config["eval"]["device"]), tiles.done)
+        return run_tiles(run_dir, tiles, rank.device(RunDir(run_dir).settings.device), tiles.done)
     finally:
         tiles.close()
 

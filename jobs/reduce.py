@@ -4,27 +4,46 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import yaml
 
 import landscape
-from landscape import surface
+from landscape import directions, surface
+from landscape.grid import Grid
 
 from .run import RunDir
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reduced:
-    """What a reduce found: the surface file and how complete it is."""
+    """What a reduce found: the surface file, how complete it is, and the non-finite line ("" when none)."""
 
     path: Path
     done: int
     total: int
+    nonfinite: str
 
 
-def _axis_labels(run: RunDir) -> dict[str, str]:
-    d = run.load_directions()
+def nonfinite_line(run: RunDir, metas: Mapping[int, Mapping[str, Any]]) -> str:
+    """`non-finite loss: N of M points, in tiles ... (x from .. to .., y ...)` from the done tiles' attributes
+    (tile id -> attributes); "" when every computed loss is finite."""
+    counts = {tid: int(m["nonfinite"]) for tid, m in metas.items() if int(m["nonfinite"])}
+    if not counts:
+        return ""
+    tiles = [run.tiles[tid] for tid in sorted(counts)]
+    ids = ", ".join(str(t.id) for t in tiles[:10]) + (f", ... ({len(tiles)} tiles)" if len(tiles) > 10 else "")
+    x = run.grid.x[[min(t.ix0 for t in tiles), max(t.ix1 for t in tiles) - 1]]
+    where = f"x from {x[0]:g} to {x[1]:g}"
+    if run.grid.y is not None:
+        y = run.grid.y[[min(t.iy0 for t in tiles), max(t.iy1 for t in tiles) - 1]]
+        where += f", y from {y[0]:g} to {y[1]:g}"
+    points = sum(run.tiles[tid].npoints for tid in metas)
+    return f"non-finite loss: {sum(counts.values())} of {points} points, in tiles {ids} ({where})"
+
+
+def _axis_labels(d: directions.Directions, grid: Grid) -> dict[str, str]:
     kind = d.attrs.get("kind", "")
     if kind == "pca" and d.explained_variance_ratio is not None:
         r = d.explained_variance_ratio
@@ -32,44 +51,41 @@ def _axis_labels(run: RunDir) -> dict[str, str]:
     if kind == "line":
         return {"xlabel": "interpolation a: (1-a) start + a checkpoint", "ylabel": ""}
     return {"xlabel": f"direction 1 ({d.attrs.get('norm', '')}-normalized)",
-            "ylabel": f"direction 2 ({d.attrs.get('norm', '')}-normalized)" if run.grid.y is not None else ""}
+            "ylabel": f"direction 2 ({d.attrs.get('norm', '')}-normalized)" if grid.y is not None else ""}
 
 
 def reduce(run_dir: str | Path) -> Reduced:
     """Read every complete tile, write the surface with NaN and done=False where tiles are missing."""
     run = RunDir(Path(run_dir))
-    values = {}
-    for tile in run.tiles:
-        v, _ = run.read_tile(tile)
-        if v is not None:
-            values[tile.id] = v
-    arrays = surface.merge(run.grid, run.tiles, values)
-    d = run.load_directions()
+    read = {t.id: run.read_tile(t) for t in run.tiles if run.tile_state(t).done}
+    metas = [r.meta for r in read.values()]
+    arrays = surface.merge(run.grid, run.tiles, {tid: r.values for tid, r in read.items()})
+    d = run.load_directions(tensors=False)  # labels and trajectory: no direction tensors read
     extra = {}
     if d.trajectory is not None:
         extra["trajectory"] = d.trajectory
         if d.trajectory_epochs is not None:
             extra["trajectory_labels"] = d.trajectory_epochs
-    cfg = run.config
-    attrs = {"fingerprint": run.fingerprint, "config": yaml.safe_dump(cfg, sort_keys=False),
-             "landscape_version": landscape.__version__, "seed": cfg["seed"],
-             "torch_version": ", ".join(sorted({str(v["_meta"].get("torch", "?")) for v in values.values()}))
+    s = run.settings
+    attrs = {"fingerprint": run.fingerprint, "config": yaml.safe_dump(run.config, sort_keys=False),
+             "landscape_version": landscape.__version__, "seed": s.seed,
+             "torch_version": ", ".join(sorted({str(m.get("torch", "?")) for m in metas}))
              or run.saved.get("versions", {}).get("torch", ""),
-             "title": f"{cfg['model'].get('name', 'model')} on {cfg['data']['name']}, "
-                      f"{cfg['directions']['kind']} directions", **_axis_labels(run)}
-    checks = [float(v["_meta"]["precision_check"]) for v in values.values() if "precision_check" in v["_meta"]]
+             "title": f"{s.model.name} on {s.data.name}, {s.directions.kind} directions", **_axis_labels(d, run.grid)}
+    checks = [float(m["precision_check"]) for m in metas if "precision_check" in m]
     if checks:  # bf16/fp16: the largest relative loss difference from fp32 over the checked points
         attrs["precision_check"] = float(np.nanmax(checks)) if not np.isnan(checks).all() else float("nan")
         attrs["precision_check_tiles"] = len(checks)
-    made_by = surface.provenance([v["_meta"] for v in values.values()])
+    made_by = surface.provenance(metas)
     if made_by:  # more than one entry: values agree to fp32 rounding across them, not bitwise
         attrs["computed_on"] = surface.tile_counts(made_by)
-    if cfg["data"].get("subset"):
-        attrs["approximate_subset"] = int(cfg["data"]["subset"])
+    if any(m.get("subset_leaves_out") for m in metas):  # each worker knew its splits' sizes
+        attrs["approximate_subset"] = s.data.subset
     if not any(k.endswith("_loss") for k in arrays):  # nothing computed yet: still a valid, empty file
         arrays["train_loss"] = np.full(run.grid.shape, np.nan)
     surface.write_surface(run.surface_file, run.grid, arrays, str(run.directions_file.resolve()), attrs, extra)
-    return Reduced(run.surface_file, len(values), len(run.tiles))
+    return Reduced(run.surface_file, len(read), len(run.tiles),
+                   nonfinite_line(run, {tid: r.meta for tid, r in read.items()}))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,9 +10,11 @@ from typing import Any, Iterator
 
 import yaml
 
-from landscape import data, directions, surface
+from landscape import directions, surface
 from landscape.errors import UserError, first_line
-from landscape.grid import Grid, Tile, make_tiles
+from landscape.grid import Grid, Tile, Tiling, make_tiling
+
+from .settings import RUN_FORMAT, RunSettings, parse
 
 
 @dataclass
@@ -48,7 +50,16 @@ class RunDir:
         if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict)
                 and isinstance(saved.get("fingerprint"), str) and isinstance(saved.get("overrides", []), list)):
             raise self._broken(self.config_file, "is empty or lacks its config and fingerprint")
+        if saved.get("format") != RUN_FORMAT:
+            raise UserError(f"{self.path} was made by another version of landscape (run format "
+                            f"{saved.get('format', 1)}, this one reads {RUN_FORMAT}): its tiles cannot be checked "
+                            f"against today's inputs; use a new run.dir, or delete {self.path} to compute it anew")
         return saved
+
+    @cached_property
+    def settings(self) -> RunSettings:
+        """The saved configuration, parsed and checked as the driver did."""
+        return parse(self.config)
 
     def _broken(self, file: Path, why: str) -> UserError:
         """A run file that cannot be read: nothing here can be trusted or resumed without it."""
@@ -73,33 +84,38 @@ class RunDir:
     def fingerprint(self) -> str:
         return self.saved["fingerprint"]
 
+    @property
+    def key(self) -> str:
+        """The fingerprint of the settings and inputs, without the directions (inputs.key)."""
+        return self.saved["key"]
+
     @cached_property
     def grid(self) -> Grid:
         with self._reading_directions(), surface.h5open(self.directions_file) as f:
             return Grid(f["xcoordinates"][()], f["ycoordinates"][()] if "ycoordinates" in f else None)
 
     @cached_property
-    def tiles(self) -> list[Tile]:
-        return make_tiles(self.grid, self.config["grid"]["tile"])
+    def tiles(self) -> Tiling:
+        return make_tiling(self.grid, self.settings.grid.tile)
 
     def tile_file(self, tile: Tile) -> Path:
         return self.path / "tiles" / f"{tile.id:05d}.h5"
 
-    def read_tile(self, tile: Tile) -> tuple[dict | None, str]:
-        """(values, "") for a complete tile of this run, with a loss for every split it evaluates; (None, why)."""
-        values, why = surface.read_tile(self.tile_file(tile), tile, self.fingerprint)
-        for name in data.split_names(self.config["data"]["split"]) if values is not None else ():
-            if f"{name}_loss" not in values:
-                return None, f"dataset {name}_loss missing"
-        return values, why
+    def tile_state(self, tile: Tile) -> surface.TileState:
+        """Whether a tile is done, with a loss for every split it evaluates: its file's header, no values read."""
+        return surface.tile_state(self.tile_file(tile), tile, self.fingerprint, self.settings.data.splits)
+
+    def read_tile(self, tile: Tile) -> surface.TileValues:
+        """The values of a tile `tile_state` found done (the reducer reads each once)."""
+        return surface.read_tile(self.tile_file(tile))
 
     def missing(self) -> list[Tile]:
         """Tiles without a complete file of this run: the whole plan of a resume."""
-        return [t for t in self.tiles if self.read_tile(t)[0] is None]
+        return [t for t in self.tiles if not self.tile_state(t).done]
 
-    def load_directions(self, names: list[str] | None = None) -> directions.Directions:
+    def load_directions(self, names: list[str] | None = None, tensors: bool = True) -> directions.Directions:
         with self._reading_directions():
-            return directions.load(self.directions_file, names)
+            return directions.load(self.directions_file, names, tensors)
 
 
 def checkpoint_epoch(path: Path) -> int:

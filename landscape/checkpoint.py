@@ -1,4 +1,7 @@
-"""Checkpoints: safe loading (weights_only) and a clear message when one does not fit a model."""
+"""Checkpoints: safe loading (weights_only), refusing non-finite weights, and a clear message when one does
+not fit a model."""
+import hashlib
+import io
 import re
 import warnings
 from pathlib import Path
@@ -7,19 +10,35 @@ from typing import Any
 import torch
 from torch import nn
 
+from .digest import LARGE, file_digest
 from .errors import UserError
 
 StateDict = dict[str, torch.Tensor]
 
 
 def load_state(path: str | Path, mmap: bool = False) -> StateDict:
-    """A plain state_dict, or one stored under `state_dict` / `model` in a dict (`mmap`: read lazily)."""
+    """A plain state_dict, or one stored under `state_dict` / `model` in a dict (`mmap`: read lazily), with
+    finite floating weights: every checkpoint a run reads comes through here."""
     path = Path(path)
     _check_file(path)
+    return _parse(path, path, mmap)
+
+
+def load_with_digest(path: str | Path) -> tuple[StateDict, str]:
+    """`load_state` and the file's digest (`digest.file_digest`'s) from one read of its bytes."""
+    path = Path(path)
+    _check_file(path)
+    if path.stat().st_size > LARGE:  # the digest is the size and mtime: nothing to hash
+        return _parse(path, path, True), file_digest(path)
+    raw = path.read_bytes()
+    return _parse(path, io.BytesIO(raw), False), hashlib.sha256(raw).hexdigest()
+
+
+def _parse(path: Path, source: Path | io.BytesIO, mmap: bool) -> StateDict:
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it in one line
             warnings.simplefilter("ignore")
-            obj: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            obj: Any = torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many types for corrupt or unsafe files
         raise UserError(_load_failure(path, err)) from err
     for key in ("state_dict", "model"):
@@ -27,7 +46,9 @@ def load_state(path: str | Path, mmap: bool = False) -> StateDict:
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"checkpoint {path} holds no state_dict (plain, or under 'state_dict'/'model')")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    _check_finite(path, state)
+    return state
 
 
 def _check_file(path: Path) -> None:
@@ -38,6 +59,20 @@ def _check_file(path: Path) -> None:
         raise UserError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise UserError(f"checkpoint {path} is empty (0 bytes): an interrupted save? train or copy it again")
+
+
+def _check_finite(path: Path, state: StateDict) -> None:
+    """A UserError naming the first floating tensor holding NaN or inf: every loss would be NaN, while the
+    argmax of NaN logits still gives an accuracy that looks real."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not bad:
+        return
+    v = state[bad[0]]
+    nan, inf = int(torch.isnan(v).sum()), int(torch.isinf(v).sum())
+    held = " and ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"), (inf, "inf")) if n)
+    more = f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else ""
+    raise UserError(f"checkpoint {path}: tensor {bad[0]} holds {held} value(s) of {v.numel()}{more}: every loss "
+                    "would be NaN (a diverged training?); use an earlier checkpoint")
 
 
 def _load_failure(path: Path, err: Exception) -> str:
@@ -74,7 +109,11 @@ def check_fits(model: nn.Module, state: StateDict, path: str | Path, model_name:
 
 def load_into(model: nn.Module, path: str | Path, model_name: str = "model") -> StateDict:
     """Load a checkpoint into `model` after checking it fits; returns the state."""
-    state = load_state(path)
+    return put_into(model, load_state(path), path, model_name)
+
+
+def put_into(model: nn.Module, state: StateDict, path: str | Path, model_name: str = "model") -> StateDict:
+    """`state` (read from `path`) into `model`, after checking it fits; returns the state."""
     check_fits(model, state, path, model_name)
     model.load_state_dict(state)
     return state

@@ -241,7 +241,8 @@ def check_subset(n: Any) -> None:
 
 
 def subset(split: Split, n: int, seed: int = 0) -> Split:
-    """`n` samples drawn without replacement by a seeded generator, kept in their order (quick looks)."""
+    """`n` samples drawn without replacement by a seeded generator, kept in their order (quick looks); the
+    split itself where `n` covers it, so that its values are the full split's, bitwise."""
     check_subset(n)
     if n >= len(split):
         return split
@@ -253,6 +254,12 @@ def subset(split: Split, n: int, seed: int = 0) -> Split:
 def split_names(split: str) -> tuple[str, ...]:
     """The splits a run evaluates: `both` is train and test."""
     return ("train", "test") if split == "both" else (split,)
+
+
+def subset_leaves_out(splits: Mapping[str, Split], n: int | None) -> bool:
+    """Whether a subset of `n` samples drops samples of any of `splits` (approximate values); at or above every
+    split's size it keeps them all, and the values are exact."""
+    return bool(n) and any(n < len(s) for s in splits.values())
 
 
 LOADERS = {"digits": digits, "cifar10": cifar10, "tensors": tensors, "synthetic": synthetic}

@@ -37,7 +37,8 @@ class Directions:
         return 1 if self.y is None else 2
 
 
-def _check(norm: str, ignore: str) -> None:
+def check_normalization(norm: str, ignore: str) -> None:
+    """directions.norm and directions.ignore: one of the known values each, else a UserError naming the key."""
     if norm not in NORMS:
         raise UserError(f"directions.norm '{norm}' is unknown: use one of {', '.join(NORMS)}")
     if ignore not in IGNORES:
@@ -62,7 +63,7 @@ def normalize_(d: torch.Tensor, w: torch.Tensor, norm: str, ignore: str) -> torc
 def random_direction(weights: Sequence[torch.Tensor], norm: str, ignore: str,
                      generator: torch.Generator) -> list[torch.Tensor]:
     """Gaussian per tensor, then normalised; `model` norm scales the whole vector to |theta|."""
-    _check(norm, ignore)
+    check_normalization(norm, ignore)
     dirs = [torch.randn(w.shape, generator=generator, dtype=torch.float32) for w in weights]
     for d, w in zip(dirs, weights):
         normalize_(d, w.float(), norm if norm != "model" else "none", ignore)
@@ -118,6 +119,14 @@ def _streamed_columns(states: list[StateDict], final: StateDict, names: list[str
             yield name, slice(lo, hi), block - ref[lo:hi].double()
 
 
+def check_trajectory(paths: Sequence[str | Path], source: object = None) -> None:
+    """PCA needs at least 3 checkpoints of one training (2 give one direction only)."""
+    if len(paths) < 3:
+        raise UserError(f"PCA directions need at least 3 checkpoints, got {len(paths)}"
+                        f"{f' from {source}' if source is not None else ''}: save one per epoch "
+                        "(landscape-train does) and point directions.checkpoints at that folder")
+
+
 def pca_directions(paths: Sequence[str | Path], final: StateDict, names: list[str], ignore: str = "biasbn",
                    chunk_bytes: int = 64 << 20) -> Directions:
     """Top two principal components of `theta_i - theta_final` over the checkpoints, rows centred.
@@ -125,10 +134,8 @@ def pca_directions(paths: Sequence[str | Path], final: StateDict, names: list[st
     Streams over parameter chunks through the n x n Gram matrix, so memory is O(n^2 + P): 150
     checkpoints of 200M parameters never sit in memory together (checkpoints are memory-mapped).
     """
-    _check("none", ignore)
-    if len(paths) < 3:
-        raise UserError(f"PCA directions need at least 3 checkpoints, got {len(paths)}: save one per epoch "
-                        "(landscape-train does) and point directions.checkpoints at that folder")
+    check_normalization("none", ignore)
+    check_trajectory(paths)
     states = [load_state(p, mmap=True) for p in paths]
     for p, s in zip(paths, states):
         absent = [n for n in names if n not in s or s[n].shape != final[n].shape]
@@ -198,11 +205,12 @@ def save(path: str | Path, d: Directions, extra: dict[str, np.ndarray] | None = 
     tmp.replace(path)
 
 
-def load(path: str | Path, names: list[str] | None = None) -> Directions:
-    """Read a directions file; with `names`, check it was made for the same parameters."""
+def load(path: str | Path, names: list[str] | None = None, tensors: bool = True) -> Directions:
+    """Read a directions file; with `names`, check it was made for the same parameters. `tensors=False`: its
+    attributes, trajectory and variance ratios only (the reducer's labels), no direction tensors read."""
     path = Path(path)
     with h5py.File(path, "r", locking=False) as f:
-        read = lambda g: [torch.from_numpy(f[g][str(i)][()]) for i in range(len(f[g]))]  # noqa: E731
+        read = lambda g: [torch.from_numpy(f[g][str(i)][()]) for i in range(len(f[g]))] if tensors else []  # noqa: E731
         stored = [s.decode() if isinstance(s, bytes) else s for s in f["parameter_names"][()]]
         if names is not None and stored != list(names):
             raise UserError(f"directions file {path} was made for other parameters "
@@ -211,5 +219,5 @@ def load(path: str | Path, names: list[str] | None = None) -> Directions:
         return Directions(
             stored, read("xdirection"), read("ydirection") if "ydirection" in f else None,
             {k: torch.from_numpy(v[()]) for k, v in f["xdirection_buffers"].items()}
-            if "xdirection_buffers" in f else None,
+            if "xdirection_buffers" in f and tensors else None,
             dict(f.attrs), get("explained_variance_ratio_"), get("trajectory"), get("trajectory_epochs"))

@@ -1,13 +1,22 @@
-"""Grid coordinates (1D or 2D) and their partition into rectangular tiles, each a unit of work."""
+"""Grid coordinates (1D or 2D) and their partition into rectangular tiles, each a unit of work.
+
+Tiles are computed on demand from their id (`Tiling`), so planning a grid costs nothing per point; grids too
+large to merge into one surface, or cut into too many tile files, are refused before anything is written.
+"""
 from __future__ import annotations
 
+import math
 import numbers
+import operator
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from .errors import UserError, whole_number
+
+MAX_POINTS = 10**8  # 10000x10000: the merged surface holds 0.8 GB per (ny, nx) float64 array in memory
+MAX_TILES = 10**5  # one file each, opened by every resume and landscape-status
 
 
 @dataclass(frozen=True)
@@ -57,8 +66,7 @@ class Tile:
         return np.stack([xx.ravel(), yy.ravel()], axis=1)
 
 
-def _axis(resolution: Any, lo: float, hi: float, name: str) -> np.ndarray:
-    n = whole_number(resolution, f"grid.resolution along {name}", 1)
+def _axis(n: int, lo: float, hi: float, name: str) -> np.ndarray:
     if not hi > lo and n > 1:
         raise UserError(f"grid.range along {name} is [{lo:g}, {hi:g}]: it is empty; give [min, max] with min < max")
     return np.linspace(lo, hi, n)
@@ -86,6 +94,18 @@ def _ranges(range_: Any, dims: int) -> list[tuple[float, float]]:
     raise UserError(f"grid.range is {range_!r}: give [lo, hi], R for [-R, R], or {per_axis} (finite numbers)")
 
 
+def _check_points(resolution: Any, counts: list[int]) -> None:
+    """Refuse a grid whose merged surface cannot be held: each split's loss and accuracy is a (ny, nx) array."""
+    npoints = math.prod(counts)
+    if npoints > MAX_POINTS:
+        gb = npoints * 8 / 1e9
+        raise UserError(f"grid.resolution is {resolution}: {npoints:,} points ({'x'.join(map(str, counts))}) "
+                        f"are too many to hold: the merged surface keeps each split's loss and accuracy as "
+                        f"(ny, nx) float64 arrays in memory ({gb:,.1f} GB each, {4 * gb:,.1f} GB for train and "
+                        f"test); at most {MAX_POINTS:,} points (e.g. 10000x10000, 0.8 GB per array): use a coarser "
+                        "grid.resolution, or a narrower grid.range around the region you need")
+
+
 def make_grid(dims: int, resolution: int | Sequence[int], range_: Any) -> Grid:
     """`range_` is `[lo, hi]` for every axis (`R` alone means `[-R, R]`) or `[[xlo, xhi], [ylo, yhi]]`.
 
@@ -94,21 +114,54 @@ def make_grid(dims: int, resolution: int | Sequence[int], range_: Any) -> Grid:
     if isinstance(dims, bool) or not isinstance(dims, numbers.Integral) or dims not in (1, 2):
         raise UserError(f"grid.dims is {dims!r}: use 1 or 2")
     ranges = _ranges(range_, dims)
-    res = _per_axis(resolution, dims, "grid.resolution")
-    axes = [_axis(r, lo, hi, n) for r, (lo, hi), n in zip(res, ranges, "xy")]
-    if dims == 2 and min(map(len, axes)) < 2:
+    counts = [whole_number(r, f"grid.resolution along {n}", 1)
+              for r, n in zip(_per_axis(resolution, dims, "grid.resolution"), "xy")]
+    if dims == 2 and min(counts) < 2:
         raise UserError(f"grid.resolution is {resolution}: a 2D grid needs at least 2 points per axis; "
                         "use grid.dims=1 for a curve")
+    _check_points(resolution, counts)
+    axes = [_axis(c, lo, hi, n) for c, (lo, hi), n in zip(counts, ranges, "xy")]
     return Grid(axes[0], axes[1] if dims == 2 else None)
 
 
-def make_tiles(grid: Grid, size: int | Sequence[int]) -> list[Tile]:
-    """Cover the grid with tiles of `size` x `size` points (`size` points in 1D), row-major ids."""
+@dataclass(frozen=True)
+class Tiling:
+    """An `nx` x `ny` grid cut into tiles of `sx` x `sy` points, ids row-major; each Tile is made when asked for."""
+
+    nx: int
+    ny: int
+    sx: int
+    sy: int = 1
+
+    @property
+    def columns(self) -> int:
+        return -(-self.nx // self.sx)
+
+    def __len__(self) -> int:
+        return self.columns * -(-self.ny // self.sy)
+
+    def __getitem__(self, id: int) -> Tile:
+        id = operator.index(id)
+        if not 0 <= id < len(self):
+            raise IndexError(f"tile {id} is not in this tiling (ids 0 to {len(self) - 1})")
+        row, col = divmod(id, self.columns)
+        ix0, iy0 = col * self.sx, row * self.sy
+        return Tile(id, ix0, min(ix0 + self.sx, self.nx), iy0, min(iy0 + self.sy, self.ny))
+
+    def __iter__(self) -> Iterator[Tile]:
+        return map(self.__getitem__, range(len(self)))
+
+
+def make_tiling(grid: Grid, size: int | Sequence[int]) -> Tiling:
+    """Tiles of `size` x `size` points (`size` points in 1D; or [sx, sy]); refused beyond MAX_TILES files."""
     sx, sy = (_per_axis(size, grid.dims, "grid.tile") + [1])[:2]
     sx, sy = whole_number(sx, "grid.tile", 1), whole_number(sy, "grid.tile", 1)
     ny = 1 if grid.y is None else len(grid.y)
-    tiles = []
-    for iy0 in range(0, ny, sy):
-        for ix0 in range(0, len(grid.x), sx):
-            tiles.append(Tile(len(tiles), ix0, min(ix0 + sx, len(grid.x)), iy0, min(iy0 + sy, ny)))
-    return tiles
+    tiling = Tiling(len(grid.x), ny, sx, sy)
+    if len(tiling) > MAX_TILES:
+        side = next(s for s in range(max(sx, sy), max(len(grid.x), ny) + 1)
+                    if len(Tiling(len(grid.x), ny, s, s if grid.y is not None else 1)) <= MAX_TILES)
+        raise UserError(f"grid.tile is {size}: {grid.npoints:,} points in tiles of {sx * sy} make {len(tiling):,} "
+                        f"tile files, each opened by every resume and landscape-status; at most {MAX_TILES:,}: "
+                        f"use a larger grid.tile (grid.tile={side} or more)")
+    return tiling

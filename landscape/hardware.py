@@ -1,12 +1,16 @@
-"""What depends on the machine: glibc malloc tuning, device names, synchronisation, backend flags."""
+"""The device and thread policy, in one place: which device a worker uses, which devices exist here, how
+many CPU threads a worker takes, glibc malloc tuning, device names, synchronisation, backend flags."""
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import re
 from typing import Iterator
 
 import torch
+
+from .errors import UserError
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 
@@ -52,3 +56,64 @@ def backend_flags(precision: str) -> Iterator[None]:
         yield
     finally:
         cuda.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """`auto`: the first visible GPU (the launcher sets CUDA_VISIBLE_DEVICES per worker), else CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def device_for(requested: str, local_rank: int) -> torch.device:
+    """One of several processes on a node (an MPI rank): `auto` or `cuda` on a GPU node is the local_rank-th
+    visible GPU, modulo their count, made the current device; anything else as requested."""
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)  # also for whatever allocates on the current device
+        return device
+    return pick_device(requested)
+
+
+def cpu_share(processes: int, granted: int | None = None) -> int:
+    """CPU threads for one of `processes` workers on this node: an equal share of its cores, at most the
+    `granted` CPUs (else those this process may run on)."""
+    cpus = granted or len(os.sched_getaffinity(0))
+    return max(1, min(cpus, (os.cpu_count() or 1) // processes))
+
+
+def devices_here() -> list[str]:
+    """The devices this machine offers torch: cpu, then each visible GPU (and mps on a Mac)."""
+    mps = getattr(torch.backends, "mps", None)
+    return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] + (
+        ["mps"] if mps is not None and mps.is_available() else [])
+
+
+def check_device(requested: str, here: bool = True) -> None:
+    """`eval.device` names a torch device and, where workers run on this machine (`here`), one it has."""
+    if requested == "auto":
+        return
+    try:
+        device = torch.device(str(requested))
+    except (RuntimeError, TypeError) as err:
+        raise UserError(f"eval.device '{requested}' is not a device: use auto, cpu, cuda or cuda:N "
+                        f"(this machine has {', '.join(devices_here())})") from err
+    have = devices_here()
+    name = f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
+    if here and name not in have:
+        raise UserError(f"eval.device '{requested}' is not available: this machine has {', '.join(have)}; "
+                        "use eval.device=auto or one of those")
+
+
+def set_cpu_threads() -> int:
+    """Use the CPUs the scheduler or launcher granted (LANDSCAPE_THREADS, Slurm, PBS, OMP), not every core.
+
+    Also keeps freed memory in the process (glibc mallopt): large activations are otherwise
+    unmapped and page-faulted back on every batch (2x on a ResNet-20 CPU forward, BENCHMARKS.md).
+    """
+    tune_cpu_malloc()
+    for var in ("LANDSCAPE_THREADS", "SLURM_CPUS_PER_TASK", "NCPUS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").isdigit():
+            torch.set_num_threads(max(1, int(os.environ[var])))
+            break
+    return torch.get_num_threads()

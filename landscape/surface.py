@@ -10,12 +10,12 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import h5py
 import numpy as np
 
-from .errors import first_line
+from .errors import UserError, first_line
 from .grid import Grid, Tile
 
 
@@ -87,37 +87,75 @@ def atomic_h5(path: Path):
 
 def write_tile(path: Path, tile: Tile, fingerprint: str, values: Mapping[str, np.ndarray],
                meta: Mapping[str, Any]) -> None:
-    """Values shaped like the tile, stamped with the run's fingerprint and the tile's index range."""
+    """Values shaped like the tile, stamped with the run's fingerprint, the tile's index range and `nonfinite`
+    (its points whose loss is not finite: landscape-status reports them from attributes alone)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_h5(path) as f:
         for key, v in values.items():
             f.create_dataset(key, data=np.asarray(v, dtype=np.float64).reshape(tile.shape))
         f.attrs.update({"fingerprint": fingerprint, "tile": tile.id, "ix0": tile.ix0, "ix1": tile.ix1,
-                        "iy0": tile.iy0, "iy1": tile.iy1, **meta})
+                        "iy0": tile.iy0, "iy1": tile.iy1, "nonfinite": int(nonfinite(values).sum()), **meta})
 
 
-def read_tile(path: Path, tile: Tile, fingerprint: str) -> tuple[dict[str, np.ndarray] | None, str]:
-    """(values, "") for a complete tile of this run; (None, why) for anything else."""
+@dataclass(frozen=True)
+class TileState:
+    """What a tile file's header says: `done` (a complete tile of this run) or `why` not; its attributes."""
+
+    done: bool
+    why: str
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TileValues:
+    """A tile's datasets (each shaped like the tile) and its attributes."""
+
+    values: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+
+def _incomplete(meta: Mapping[str, Any], shapes: Mapping[str, tuple], tile: Tile, fingerprint: str,
+                splits: Iterable[str]) -> str:
+    """Why a file with these attributes and dataset shapes is no complete tile of this run ("" when it is)."""
+    if meta.get("fingerprint") != fingerprint:
+        return "written by another configuration"
+    if tuple(meta.get(k) for k in ("ix0", "ix1", "iy0", "iy1")) != (tile.ix0, tile.ix1, tile.iy0, tile.iy1):
+        return "index range differs"
+    if "nonfinite" not in meta:
+        return "no count of non-finite points (written by an older version)"
+    if not shapes or any(shape != tile.shape for shape in shapes.values()):
+        return "datasets missing or of the wrong shape"
+    lost = [s for s in splits if f"{s}_loss" not in shapes]
+    return f"dataset {lost[0]}_loss missing" if lost else ""
+
+
+def tile_state(path: Path, tile: Tile, fingerprint: str, splits: Iterable[str]) -> TileState:
+    """Whether `path` is a complete tile of this run, with a loss for each split: from its attributes and
+    dataset headers alone (planning and landscape-status open every tile file, and read no values)."""
     if not path.exists():
-        return None, "missing"
+        return TileState(False, "missing", {})
     try:
         with h5open(path) as f:
-            a = f.attrs
-            if a.get("fingerprint") != fingerprint:
-                return None, "written by another configuration"
-            if (a.get("ix0"), a.get("ix1"), a.get("iy0"), a.get("iy1")) != (tile.ix0, tile.ix1, tile.iy0, tile.iy1):
-                return None, "index range differs"
-            values = {k: f[k][()] for k in f.keys()}
-            meta = {k: a[k] for k in a.keys()}
+            meta = dict(f.attrs)
+            shapes = {k: f[k].shape for k in f.keys()}
     except (OSError, KeyError, ValueError) as err:
-        return None, f"unreadable ({first_line(err, 80)})"
-    if not values or any(v.shape != tile.shape for v in values.values()):
-        return None, "datasets missing or of the wrong shape"
-    values["_meta"] = meta  # type: ignore[assignment]
-    return values, ""
+        return TileState(False, f"unreadable ({first_line(err, 80)})", {})
+    why = _incomplete(meta, shapes, tile, fingerprint, splits)
+    return TileState(not why, why, meta)
 
 
-def merge(grid: Grid, tiles: list[Tile], tile_values: Mapping[int, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def read_tile(path: Path) -> TileValues:
+    """The values of a tile `tile_state` found done (the reducer's one read of them); a UserError naming the
+    file where they cannot be read although its header can (a damaged file no resume would recompute)."""
+    try:
+        with h5open(path) as f:
+            return TileValues({k: f[k][()] for k in f.keys()}, dict(f.attrs))
+    except (OSError, KeyError, ValueError) as err:
+        raise UserError(f"tile file {path} has a complete header but unreadable values ({first_line(err, 80)}): "
+                        "delete it and run the same command again to recompute that tile") from err
+
+
+def merge(grid: Grid, tiles: Iterable[Tile], tile_values: Mapping[int, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Place tile values into full arrays (NaN where absent) plus the `done` mask."""
     shape2 = (1, len(grid.x)) if grid.y is None else grid.shape
     done = np.zeros(shape2, dtype=bool)
@@ -128,8 +166,6 @@ def merge(grid: Grid, tiles: list[Tile], tile_values: Mapping[int, Mapping[str, 
             continue
         box = (slice(tile.iy0, tile.iy1), slice(tile.ix0, tile.ix1))
         for key, v in values.items():
-            if key.startswith("_"):
-                continue
             arrays.setdefault(key, np.full(shape2, np.nan))[box] = v
         done[box] = True
     out = {k: v.reshape(grid.shape) for k, v in arrays.items()}
@@ -150,14 +186,13 @@ def write_surface(path: Path, grid: Grid, arrays: Mapping[str, np.ndarray], dir_
             f.create_dataset(key, data=v)
         f["dir_file"] = dir_file
         f.attrs["points_done"] = int(arrays["done"].sum())
-        f.attrs["points_nonfinite"] = nonfinite_points(arrays)
+        f.attrs["points_nonfinite"] = int((arrays["done"] & nonfinite(arrays)).sum())
         f.attrs.update(dict(attrs))
 
 
-def nonfinite_points(arrays: Mapping[str, np.ndarray]) -> int:
-    """Computed points where any split's loss (train or test) is inf or NaN: a diverged region, flagged."""
-    finite = np.logical_and.reduce([np.isfinite(v) for k, v in arrays.items() if k.endswith("_loss")])
-    return int((arrays["done"] & ~finite).sum())
+def nonfinite(values: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Where any split's loss (train or test) is inf or NaN: a diverged region, flagged and reported."""
+    return ~np.logical_and.reduce([np.isfinite(v) for k, v in values.items() if k.endswith("_loss")])
 
 
 def provenance(metas: list[Mapping[str, Any]]) -> dict[str, int]:

@@ -10,7 +10,7 @@ from torch import nn
 
 from .data import Data, Split
 from .errors import real_number, whole_number
-from .sums import check_fits, check_loss, loss_sum
+from .engine.metrics import check_data_fits, check_loss, loss_sum
 
 
 @dataclass
@@ -39,7 +39,7 @@ class TrainConfig:
 def check_data(model: nn.Module, data: Data, cfg: TrainConfig) -> None:
     """A UserError when the data do not fit the model or the loss (cross_entropy on regression), before training."""
     check_loss(cfg.loss, data.num_classes > 0)
-    check_fits(model, data.train, data.num_classes)
+    check_data_fits(model, data.train, data.num_classes)
 
 
 def evaluate_split(model: nn.Module, split: Split, loss: str, classify: bool, batch: int = 1024) -> tuple[float, float]:

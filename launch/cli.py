@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import select
 import sys
 from pathlib import Path
 from typing import Callable
@@ -33,15 +35,23 @@ def usage(doc: str, conf: str | None) -> str:
 
 def user_errors(main: Main) -> Callable[[list[str] | None], int]:
     """A console script's main(argv): `-h`/`--help` prints its usage (exit 0); bad input (UserError) prints one
-    `error: ...` line (exit 2) and Ctrl-C one `interrupted` line (exit 130), never a traceback."""
+    `error: ...` line (exit 2), Ctrl-C one `interrupted` line (exit 130), and a reader that closed the pipe
+    (`| head`) nothing (exit 1); never a traceback."""
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
         args = list(sys.argv[1:] if argv is None else argv)
-        if any(a in HELP_FLAGS for a in args):
-            print(usage(sys.modules[main.__module__].__doc__ or "", CONFIGS.get(main.__module__)))
-            return 0
         try:
-            return main(args) or 0
+            if any(a in HELP_FLAGS for a in args):
+                module = sys.modules[main.__module__]  # `python -m launch.surface`: __main__, spec launch.surface
+                name = module.__spec__.name if module.__spec__ else module.__name__
+                print(usage(module.__doc__ or "", CONFIGS.get(name)))
+                return _flushed(0)
+            return _flushed(main(args) or 0)
+        except BrokenPipeError:
+            if not _stdout_reader_gone():  # another pipe (a worker's): a real error
+                raise
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the Python docs' recipe: quiet exit
+            return 1
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -49,6 +59,19 @@ def user_errors(main: Main) -> Callable[[list[str] | None], int]:
             print("interrupted" + (f": {err}" if str(err) else ""), file=sys.stderr)
             return 130
     return wrapper
+
+
+def _flushed(rc: int) -> int:
+    """`rc`, once stdout is flushed: a closed pipe shows here, not in the interpreter's own flush at exit."""
+    sys.stdout.flush()
+    return rc
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader closed it (`| head`): poll reports an error on its write end."""
+    poll = select.poll()
+    poll.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
 def positional_run_dir(argv: list[str]) -> list[str]:
@@ -73,7 +96,7 @@ def _absolute(value: str) -> str:
 
 def absolute_paths(argv: list[str]) -> list[str]:
     """Files typed relative to the current folder, made absolute: a resume from another folder, and a job
-    that starts elsewhere (PBS starts in $HOME), then read the same files."""
+    that starts elsewhere (some schedulers start it in $HOME), then read the same files."""
     return [f"{o.split('=', 1)[0]}={_absolute(o.split('=', 1)[1])}" if "=" in o and _key(o) in PATH_KEYS else o
             for o in argv]
 

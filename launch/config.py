@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -13,19 +11,15 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from landscape.digest import file_digest
+from landscape.engine.options import VALUE_NEUTRAL
 from landscape.errors import UserError, first_line
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-# Keys that never change a value on the surface (or a training's checkpoints): they may differ between a run
-# and its resume. train.overwrite says how to treat old checkpoints, not what is trained.
-# eval.stream / points_per_batch / cuda_graph are bitwise-neutral in fp32 (tests/test_engine.py; a captured
-# pass replays the same kernels and is checked against the plain one); precision_check only adds a figure.
-VOLATILE = ("launcher", "plot", "run", "eval.device", "eval.stream", "eval.points_per_batch", "eval.precision_check",
-            "eval.cuda_graph", "train.overwrite")
-# Value-changing keys added after runs existed, at the value that behaves as before the key did: left out
-# of the fingerprint, so a run made by an older version still resumes.
-NEUTRAL = {"eval.compile_mode": "default", "eval.pad_linear": "auto"}
+# conf/ at the repo root (a checkout, an editable install), or installed as package data launch/conf (pip install .)
+_HERE = Path(__file__).resolve().parent
+CONF_DIR = _HERE / "conf" if (_HERE / "conf").is_dir() else _HERE.parent / "conf"
+# Settings that never change a value (how and where it runs, plots): a resume takes them from the command,
+# not from the saved run. train.overwrite says how to treat old checkpoints, not what is trained.
+VOLATILE = ("launcher", "plot", "run", "eval.device", "train.overwrite", *(f"eval.{k}" for k in VALUE_NEUTRAL))
 
 
 def load(name: str, overrides: list[str]) -> dict[str, Any]:
@@ -86,21 +80,8 @@ def volatile(key: str) -> bool:
     return any(key == p or key.startswith(p + ".") for p in VOLATILE)
 
 
-def value_keys(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The flattened settings that change values on the surface."""
-    return {k: v for k, v in _flatten(cfg).items() if not volatile(k) and not (k in NEUTRAL and NEUTRAL[k] == v)}
-
-
-def fingerprint(cfg: dict[str, Any], inputs: list[Path], digests: list[str] | None = None) -> str:
-    """Hash of every setting that changes values, plus the contents of the checkpoints read (`digests`: theirs,
-    where already computed)."""
-    files = digests if digests is not None else [file_digest(p) for p in inputs]
-    payload = {"config": value_keys(cfg), "files": files}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """`key: old -> new` for each value-changing setting that differs."""
-    a, b = value_keys(old), value_keys(new)
+    """`key: old -> new` for each setting of two trainings that differs, but the volatile ones."""
+    a, b = ({k: v for k, v in _flatten(c).items() if not volatile(k)} for c in (old, new))
     return [f"{k}: {a.get(k, '<unset>')} -> {b.get(k, '<unset>')}" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k)]

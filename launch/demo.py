@@ -1,4 +1,4 @@
-"""`make demo`: train the digits CNN, then three surfaces with the local launcher, plots included.
+"""`make demo`: train the digits CNN, then three surfaces computed on this machine, plots included.
 
 Each step is the real command a user would type; rerunning resumes: the finished training is reused
 (`already trained`), so the surfaces find the same checkpoints and compute nothing.

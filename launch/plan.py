@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import tempfile
 import time
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from jobs.run import RunDir
-from jobs.tile import build_evaluator, check_device, pick_device
+from jobs.tile import build_worker
 from landscape.errors import UserError
+from landscape.hardware import check_device, pick_device
 
-from .backends.arrays import task_groups
+from .backends import Launcher
 from .prepare import prepare
 
 # CPU runs longer than this (CPU-worker seconds) get the hint to compile: eval.compile auto stays off on CPU, where
@@ -23,11 +23,11 @@ def calibrate(run: RunDir, cache_dir: Path, points: int = 3) -> tuple[float, str
     """Seconds per point on this machine (after one warm-up point), and the device used: the run's
     eval.device where this machine has it, else what auto picks (a login node without the nodes' GPUs)."""
     try:
-        check_device(run.config["eval"]["device"])
+        check_device(run.settings.device)
         device = None
     except UserError:
         device = pick_device("auto")
-    evaluator = build_evaluator(run, device, cache_dir=cache_dir)
+    evaluator = build_worker(run, device, cache_dir=cache_dir).evaluator
     coords = run.tiles[0].coords(run.grid)
     evaluator.evaluate(coords[:1])
     t0 = time.perf_counter()
@@ -35,28 +35,27 @@ def calibrate(run: RunDir, cache_dir: Path, points: int = 3) -> tuple[float, str
     return (time.perf_counter() - t0) / len(coords[:points]), str(evaluator.device)
 
 
-def dry_run(cfg: dict[str, Any], overrides: list[str]) -> int:
+def dry_run(cfg: dict[str, Any], overrides: list[str], launcher: Launcher) -> int:
     """`launcher.dry_run=true`: plan and calibrate without writing into run.dir; a new run is set up in a
     temporary folder, removed afterwards, so the next dry run may try other settings on the same run.dir."""
     with tempfile.TemporaryDirectory(prefix="landscape-dry-run-") as scratch:
-        run = prepare(cfg, overrides, scratch=Path(scratch))
-        print(describe(run, [t.id for t in run.missing()], cfg["launcher"], Path(scratch) / "cache"))
+        run = prepare(cfg, overrides, workers_here=launcher.backend.workers_here, scratch=Path(scratch))
+        print(describe(run, [t.id for t in run.missing()], launcher, Path(scratch) / "cache"))
     print("dry run: nothing written")
     return 0
 
 
-def describe(run: RunDir, todo: list[int], cfg: dict[str, Any], cache_dir: Path) -> str:
-    """Tiles, arrays and chunks, time per tile and per task, total compute hours."""
+def describe(run: RunDir, todo: list[int], launcher: Launcher, cache_dir: Path) -> str:
+    """Tiles, arrays and chunks (where the backend submits arrays), time per tile and per task, total compute hours."""
     npoints = sum(run.tiles[i].npoints for i in todo)
     lines = [f"plan: {len(todo)} of {len(run.tiles)} tiles to compute, {npoints} points"]
-    per_task = int(cfg.get("tiles_per_task", 1))
-    backend = import_module(f"launch.backends.{cfg['name']}") if cfg["name"] in ("slurm", "pbs") else None
-    if backend is not None:
-        chunks = task_groups(todo, per_task, backend.max_array_size(cfg)) if todo else []
-        sizes = [len(c) for c in chunks]
-        lines.append(f"{cfg['name']}: {sum(sizes)} array tasks of {per_task} tile(s) in {len(chunks)} array(s) "
+    backend, per_task = launcher.backend, 1
+    if backend.submits:
+        plan = backend.plan(todo, launcher.settings)
+        sizes, per_task = [len(tasks) for tasks in plan.arrays], plan.tiles_per_task
+        lines.append(f"{backend.name}: {sum(sizes)} array tasks of {per_task} tile(s) in {len(sizes)} array(s) "
                      f"({', '.join(map(str, sizes)) or 'none'} tasks)"
-                     + (f", at most {cfg['parallelism']} running" if cfg.get("parallelism") else ""))
+                     + (f", at most {plan.parallelism} running" if plan.parallelism else ""))
     if todo:
         seconds, device = calibrate(run, cache_dir)
         biggest = max(run.tiles[i].npoints for i in todo)
@@ -64,7 +63,7 @@ def describe(run: RunDir, todo: list[int], cfg: dict[str, Any], cache_dir: Path)
                      f"{seconds * biggest:.1f} s per tile, {seconds * biggest * per_task / 60:.1f} min per task")
         lines.append(f"total: {seconds * npoints / 3600:.2f} {'GPU' if device.startswith('cuda') else 'CPU-worker'}"
                      f"-hours; ask for a task time above the per-task figure on the nodes' hardware")
-        if device == "cpu" and str(run.config["eval"].get("compile", "auto")).lower() == "auto" \
+        if device == "cpu" and run.settings.engine.compile == "auto" \
                 and seconds * npoints > COMPILE_HINT_SECONDS:
             lines.append("hint: a run this long on CPUs may gain 1.15-1.23x with eval.compile=true "
                          "(measured here after 12-15 s of compiling per worker; BENCHMARKS.md)")

@@ -2,27 +2,16 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 from landscape.errors import UserError, first_line
 from landscape.surface import h5open
 from landscape.plot import PlotOptions, plot_surface_file
 
 from jobs.run import RunDir
+from jobs.settings import plot_options
 from . import config
 from .cli import positional_run_dir, user_errors
-
-
-def plot_options(settings: dict[str, Any]) -> PlotOptions:
-    """`plot.*` checked and converted, before any work: landscape-surface and landscape-plot share this."""
-    known = [f.name for f in fields(PlotOptions)]
-    unknown = [k for k in settings if k not in known]
-    if unknown:
-        raise UserError(f"plot.{unknown[0]} is unknown: use one of {', '.join(known)}")
-    return PlotOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
-                          if v is not None or k == "clip"})
 
 
 def _anything_done(run: RunDir) -> bool:

@@ -5,14 +5,15 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from importlib import import_module
 from pathlib import Path
 
+from jobs.reduce import nonfinite_line
 from jobs.run import RunDir
 from landscape import surface
 from landscape.errors import UserError
 
 from . import lock
+from . import backends
 from .backends import arrays
 from .cli import user_errors
 
@@ -34,7 +35,7 @@ def scheduler_view(run: RunDir, missing: set[int]) -> dict[int, tuple[str, str]]
         key = (entry["backend"], entry["array"])
         if key not in states:
             try:
-                states[key] = import_module(f"launch.backends.{entry['backend']}").task_states(entry)
+                states[key] = backends.get(entry["backend"]).task_states(entry)
             except (OSError, subprocess.SubprocessError) as err:
                 states[key] = {"?": f"unknown ({err})"}
         state = states[key].get(index, "UNKNOWN")
@@ -71,14 +72,12 @@ def _writing(run: RunDir, driven: bool, sched: dict[int, tuple[str, str]]) -> se
 
 def summary(run: RunDir) -> str:
     """A few lines a researcher can read at a glance."""
-    cfg = run.config  # first: a clear error when this is no run directory
-    tiles, reasons, metas = run.tiles, {}, []
-    for tile in tiles:
-        values, why = run.read_tile(tile)
-        if values is None:
-            reasons[tile.id] = why
-        else:
-            metas.append(values["_meta"])
+    settings = run.settings  # first: a clear error when this is no run directory
+    tiles = run.tiles
+    states = {t.id: run.tile_state(t) for t in tiles}  # attributes only: status reads no values
+    reasons = {tid: s.why for tid, s in states.items() if not s.done}
+    done = {tid: s.meta for tid, s in states.items() if s.done}
+    metas = list(done.values())
     driver = lock.current_driver(run.path)
     sched = scheduler_view(run, set(reasons))
     writing = _writing(run, driver is not None, sched)
@@ -88,8 +87,8 @@ def summary(run: RunDir) -> str:
               if t not in running | queued and v[0] not in ("COMPLETED", "UNKNOWN")}
     done_points = sum(int(m["points"]) for m in metas)
     total_points = sum(t.npoints for t in tiles)
-    lines = [f"run {run.path}  ({cfg['model'].get('name')} on {cfg['data']['name']}, "
-             f"{cfg['directions']['kind']} directions, grid {'x'.join(map(str, run.grid.shape[::-1]))})",
+    lines = [f"run {run.path}  ({settings.model.name} on {settings.data.name}, "
+             f"{settings.directions.kind} directions, grid {'x'.join(map(str, run.grid.shape[::-1]))})",
              f"tiles: {len(metas)} done, {len(running)} running, {len(queued)} queued, {len(failed)} failed, "
              f"{len(reasons) - len(running) - len(queued) - len(failed)} missing, {len(tiles)} total  "
              f"({done_points}/{total_points} points)"]
@@ -97,6 +96,8 @@ def summary(run: RunDir) -> str:
         lines.append(f"  tile {tid}: {state}" + (f"  log: {log}" if log else ""))
     for tid, why in [(t, w) for t, w in reasons.items() if w != "missing"][:10]:
         lines.append(f"  tile {tid}: {why} (will be recomputed)")
+    if nonfinite := nonfinite_line(run, done):
+        lines.append(nonfinite)
     if metas:
         per_worker = done_points / max(sum(float(m["seconds"]) for m in metas), 1e-9)
         start = min(float(m["finished"]) - float(m["seconds"]) for m in metas)
@@ -113,7 +114,7 @@ def summary(run: RunDir) -> str:
     checks = [float(m["precision_check"]) for m in metas if "precision_check" in m]
     checks = [c for c in checks if c == c] or checks  # NaN only where fp32 itself was not finite
     if checks:
-        lines.append(f"precision check: {cfg.get('precision')} vs fp32, largest relative loss difference "
+        lines.append(f"precision check: {settings.precision} vs fp32, largest relative loss difference "
                      f"{max(checks):.2e} over {len(checks)} tiles")
     engines = Counter(_engine(m) for m in metas if "engine_mode" in m)
     if engines:

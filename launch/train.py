@@ -16,10 +16,10 @@ import yaml
 
 from landscape import data
 from landscape.errors import UserError
+from landscape.hardware import check_device, pick_device
 from landscape.spec import instantiate
 from landscape.train import TrainConfig, check_data, train
 
-from jobs.tile import pick_device
 from . import config
 from .cli import user_errors
 
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     """Train once per configuration and run.dir; every check comes before anything is written."""
     cfg = config.load("train", list(sys.argv[1:] if argv is None else argv))
     tc = train_config(cfg)
+    check_device(cfg["eval"]["device"])
     out = Path(cfg["run"]["dir"])
     if already_trained(out, cfg):
         print(f"already trained: {out / 'checkpoints' / 'last.pt'}; train.overwrite=true to train again")

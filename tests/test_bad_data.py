@@ -11,6 +11,7 @@ from jobs.tile import run_tiles
 from launch import config, surface
 from launch.prepare import prepare
 from landscape import data
+from landscape.digest import file_digest
 from landscape.errors import UserError
 from landscape.grid import make_grid
 from landscape.models import mlp, resnet20
@@ -132,15 +133,15 @@ def test_changed_data_file_refuses_the_resume_and_leaves_tiles_alone(net, tmp_pa
     np.savez(cur, x=_x(), y=_labels())
     args = _args(net, cur, "grid.tile=2", f"run.dir={run}")
     assert _surface(capsys, *args)[0] == 0
-    digest = yaml.safe_load((run / "run.yaml").read_text())["data_files"][str(cur)]
-    assert digest == config.file_digest(cur)
+    digest = yaml.safe_load((run / "run.yaml").read_text())["inputs"][str(cur)]
+    assert digest == file_digest(cur)
     (run / "tiles" / "00001.h5").unlink()
     np.savez(cur, x=_x() + 1, y=_labels())
     before = _snapshot(run)
     for again in (args, [f"run.dir={run}"]):  # the same command, and the run dir alone
         rc, lines = _surface(capsys, *again)
         assert rc == 2 and len(lines) == 1, lines
-        assert f"data file {cur} changed since this run was created (sha256 {digest[:12]} then" in lines[0]
+        assert f"{cur} changed since this run was created (sha256 {digest[:12]} then" in lines[0]
         assert "use a new run.dir, or delete" in lines[0]
     assert _snapshot(run) == before and not (run / "tiles" / "00001.h5").exists()
 
@@ -152,20 +153,9 @@ def test_a_worker_refuses_data_changed_after_the_driver_checked_it(net, tmp_path
     args = _args(net, cur, "grid.tile=2", f"run.dir={tmp_path / 'run'}", "launcher=none")
     run = prepare(config.load("surface", args), args, log=lambda *_: None)
     np.savez(cur, x=_x() + 1, y=_labels())
-    with pytest.raises(UserError, match=f"data file {cur} changed since this run was created: this worker computes"):
+    with pytest.raises(UserError, match=f"{cur} changed since this run was created .*: this worker computes nothing"):
         run_tiles(str(run.path), [0])
     assert not list(run.path.glob("tiles/*.h5"))
-
-
-def test_a_run_without_data_digests_records_them_on_reopen(net, tmp_path):
-    np.savez(tmp_path / "d.npz", x=_x(), y=_labels())
-    args = _args(net, tmp_path / "d.npz", f"run.dir={tmp_path / 'run'}", "launcher=none")
-    run = prepare(config.load("surface", args), args, log=lambda *_: None)
-    saved = yaml.safe_load(run.config_file.read_text())
-    del saved["data_files"]  # as an older version wrote it
-    run.config_file.write_text(yaml.safe_dump(saved, sort_keys=False))
-    again = prepare(config.load("surface", args), args, log=lambda *_: None)
-    assert again.saved["data_files"] == {str(tmp_path / "d.npz"): config.file_digest(tmp_path / "d.npz")}
 
 
 def test_a_changed_cifar_batch_is_named(tmp_path):
@@ -176,7 +166,7 @@ def test_a_changed_cifar_batch_is_named(tmp_path):
     prepare(config.load("surface", args), args, log=lambda *_: None)
     with open(root / "data_batch_3", "ab") as f:
         f.write(b"\0")
-    with pytest.raises(UserError, match="data file .*data_batch_3 changed since this run was created"):
+    with pytest.raises(UserError, match="data_batch_3 changed since this run was created"):
         prepare(config.load("surface", args), args, log=lambda *_: None)
 
 

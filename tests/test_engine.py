@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes.util
 import json
 import sys
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -14,11 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape import data, directions
-from landscape.evaluate import Evaluator
-from landscape.graphs import PointGraph
-from landscape.lowp import CAST_TYPES, _PaddedLinear, move_and_cast
+from landscape.engine import EngineOptions, Evaluator
+from landscape.engine import evaluator as evaluator_module
+from landscape.engine import runner as runner_module
+from landscape.engine.graphs import PointGraph
+from landscape.engine.lowp import CAST_TYPES, _PaddedLinear, move_and_cast
+from landscape.engine.metrics import point_sums
+from landscape.engine.tuning import Tuner
 from landscape.hardware import tune_cpu_malloc
-from landscape.sums import point_sums
 from landscape.models import digits_cnn, mlp
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -78,6 +82,13 @@ def _eval(make, state, dirs, splits, coords=COORDS, **kw):
     return ev.evaluate(coords), ev
 
 
+def _autocast_per_batch(monkeypatch, *args, **kw) -> Evaluator:
+    """An Evaluator whose bf16/fp16 weights autocast casts on every call, as before `lowp.py`."""
+    with monkeypatch.context() as m:
+        m.setattr(evaluator_module, "low_precision_net", lambda *a: None)
+        return Evaluator(*args, **kw)
+
+
 def test_loop_matches_a_from_scratch_computation(digits):
     """The engine against the definition: load theta0 + a d1 + b d2, mean loss, accuracy."""
     state, dirs = _setup(CNN)
@@ -103,7 +114,7 @@ def test_public_contract_positional_arguments(digits):
     ev = Evaluator(MLP(), state, dirs, digits, 10, "cross_entropy", "fp32", 256, "cpu")
     out = ev.evaluate(COORDS[:2])
     assert set(out) == {"train_loss", "train_acc", "test_loss", "test_acc"} and out["train_loss"].shape == (2,)
-    assert ev.batch_size == 256
+    assert ev.choice.batch_size == 256
     assert all(p.data_ptr() % 64 == 0 for p in ev.model.parameters())  # aligned views into the flat vector
 
 
@@ -112,7 +123,7 @@ def test_vmap_matches_loop(digits, make):
     state, dirs = _setup(make)
     loop, _ = _eval(make, state, dirs, digits, **PLAIN)
     vm, ev = _eval(make, state, dirs, digits, mode="vmap", points_per_batch=3, fold_bn=False)
-    assert ev.mode == "vmap" and ev.points == 3
+    assert ev.choice.mode == "vmap" and ev.choice.points_per_batch == 3
     _close(vm, loop)
 
 
@@ -180,7 +191,8 @@ def test_streaming_matches_resident(digits, mode):
     state, dirs = _setup(CNN)
     resident, ev_r = _eval(CNN, state, dirs, digits, mode=mode, points_per_batch=3, batch_size=256)
     streamed, ev_s = _eval(CNN, state, dirs, digits, mode=mode, points_per_batch=3, batch_size=256, stream=True)
-    assert ev_s.stream and not ev_r.stream and ev_s.splits["train"].x is digits["train"].x  # x stayed on the host
+    assert ev_s.parts.stream and not ev_r.parts.stream
+    assert ev_s.parts.splits["train"].x is digits["train"].x  # x stayed on the host
     _equal(streamed, resident)  # same batches, same per-point order of sums: bitwise
 
 
@@ -189,7 +201,7 @@ def test_channels_last_matches_plain(digits):
     plain, _ = _eval(CNN, state, dirs, digits, **PLAIN)
     cl, ev = _eval(CNN, state, dirs, digits, mode="loop", channels_last=True, fold_bn=True)
     assert ev.model[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert ev.model[0].weight.data_ptr() >= ev.flat.data_ptr()  # still a view into the flat vector
+    assert ev.model[0].weight.data_ptr() >= ev.weights.flat.data_ptr()  # still a view into the flat vector
     _close(cl, plain)
 
 
@@ -198,7 +210,7 @@ def test_compiled_matches_eager(digits):
     state, dirs = _setup(MLP)
     eager, _ = _eval(MLP, state, dirs, digits, COORDS[:3], mode="loop", compile=False)
     compiled, ev = _eval(MLP, state, dirs, digits, COORDS[:3], mode="loop", compile=True)
-    assert ev.use_compile and "fallback" not in ev.info, ev.info  # really compiled, no silent fallback
+    assert ev.choice.compile and "fallback" not in ev.info, ev.info  # really compiled, no silent fallback
     _close(compiled, eager)
 
 
@@ -223,7 +235,7 @@ def test_fp32_bitwise_independent_of_tiling_and_points_per_batch(digits):
 def test_auto_mode_choice_is_recorded_and_cached(digits, tmp_path):
     state, dirs = _setup(CNN)
     ev = Evaluator(CNN(), state, dirs, digits, 10, cache_dir=tmp_path)
-    assert ev.mode == "loop" and ev.info["mode_decision"] == "convolutions: loop"
+    assert ev.choice.mode == "loop" and ev.info["mode_decision"] == "convolutions: loop"
     state, dirs = _setup(MLP)
     ev = Evaluator(MLP(), state, dirs, digits, 10, cache_dir=tmp_path)
     decision = ev.info["mode_decision"]
@@ -235,7 +247,7 @@ def test_auto_mode_choice_is_recorded_and_cached(digits, tmp_path):
     record = json.loads(mine.read_text()) | {"mode": "vmap", "points_per_batch": 3, "batch_size": 128}
     mine.write_text(json.dumps(record))
     other = Evaluator(MLP(), state, dirs, digits, 10, cache_dir=tmp_path)
-    assert (other.mode, other.points, other.batch_size) == ("vmap", 3, 128)
+    assert (other.choice.mode, other.choice.points_per_batch, other.choice.batch_size) == ("vmap", 3, 128)
     _close(other.evaluate(COORDS), ev.evaluate(COORDS))
 
 
@@ -268,8 +280,7 @@ def test_bf16_weights_cast_once_per_point_equal_autocast(digits, monkeypatch, ma
     bitwise, zero-padded linear layers included; and they are really used, and recast at every point."""
     state, dirs = _setup(make)
     kw = dict(kw, precision="bf16", batch_size=128)  # 400 + 200 samples: 6 batches per point
-    per_batch = Evaluator(make(), state, dirs, digits, 10, **kw)
-    per_batch.lowp = None  # autocast casts every weight on every call, as before `lowp.py`
+    per_batch = _autocast_per_batch(monkeypatch, make(), state, dirs, digits, 10, **kw)
     ev = Evaluator(make(), state, dirs, digits, 10, **kw)
     assert ev.info["lowp_layers"] == 3 and ev.info["padded_linear"] == (3 if make is ODD_MLP else 0)
     layers = [m for m in ev.lowp.net.modules() if isinstance(m, CAST_TYPES + (_PaddedLinear,))]
@@ -295,12 +306,12 @@ def test_fused_move_and_cast_equals_the_plain_ops(digits, make, compiled):
     ev = Evaluator(make(), state, dirs, digits, 10, **kw)
     ev.lowp.mover = torch.compile(move_and_cast, dynamic=False) if compiled else move_and_cast
     _equal(ev.evaluate(COORDS), plain.evaluate(COORDS))
-    assert ev.lowp.mover is not None and ev.lowp.flat_cast_at == ev._moves  # no fallback to the plain ops
-    assert torch.equal(ev.flat, plain.flat)
-    assert torch.equal(ev.lowp.vectors[0][1], ev.flat.to(torch.bfloat16))
+    assert ev.lowp.mover is not None and ev.lowp.flat_cast_at == ev.mover.moves  # no fallback to the plain ops
+    assert torch.equal(ev.weights.flat, plain.weights.flat)
+    assert torch.equal(ev.lowp.vectors[0][1], ev.weights.flat.to(torch.bfloat16))
 
 
-def test_tied_weights_stay_fp32_under_autocast(digits):
+def test_tied_weights_stay_fp32_under_autocast(digits, monkeypatch):
     """A tensor two layers share is not cast once: autocast keeps casting it per call, as before."""
     def tied():
         net = mlp(64, 10, [64, 64])
@@ -309,8 +320,7 @@ def test_tied_weights_stay_fp32_under_autocast(digits):
     state, dirs = _setup(tied)
     ev = Evaluator(tied(), state, dirs, digits, 10, precision="bf16", mode="loop")
     assert ev.info["lowp_layers"] == 1  # the head only
-    ref = Evaluator(tied(), state, dirs, digits, 10, precision="bf16", mode="loop")
-    ref.lowp = None
+    ref = _autocast_per_batch(monkeypatch, tied(), state, dirs, digits, 10, precision="bf16", mode="loop")
     _equal(ev.evaluate(COORDS[:3]), ref.evaluate(COORDS[:3]))
 
 
@@ -430,7 +440,7 @@ def test_cuda_graph_and_batch_timing_stay_off_on_cpu(digits, tmp_path):
     state, dirs = _setup(CNN)
     ref, _ = _eval(CNN, state, dirs, digits, **PLAIN)
     out, ev = _eval(CNN, state, dirs, digits, cuda_graph=True, cache_dir=tmp_path, **PLAIN)
-    assert not ev.use_graph and "batch_decision" not in ev.info and ev.batch_size == 400
+    assert not ev.choice.cuda_graph and "batch_decision" not in ev.info and ev.choice.batch_size == 400
     _equal(out, ref)
 
 
@@ -474,20 +484,19 @@ def test_graph_plumbing_on_cpu(digits, monkeypatch, stand_in, precision):
     """The engine's graph path (one pass per point, sums added per replay, the capture check and the
     fallback), with the CUDA calls replaced: equal to the plain pass, and a baked graph is refused.
     In bf16 the pass also recasts the weights (`lowp.py`) once per point."""
-    import landscape.evaluate as engine
     state, dirs = _setup(CNN)
     kw = dict(PLAIN, batch_size=128, precision=precision)  # 400 samples: 3 full batches and 1 partial
     plain, _ = _eval(CNN, state, dirs, digits, **kw)
-    monkeypatch.setattr(engine, "PointGraph", stand_in)
+    monkeypatch.setattr(runner_module, "PointGraph", stand_in)
     ev = Evaluator(CNN(), state, dirs, digits, 10, **kw)
-    ev.use_graph = True  # CPU: the option is off; here the stand-in plays the GPU
+    ev.choose(replace(ev.choice, cuda_graph=True))  # CPU: the option is off; here the stand-in plays the GPU
     out = ev.evaluate(COORDS)
     _equal(out, plain)
+    (graph,) = ev.runner.graphs.values()
     if stand_in is _Rerun:
-        assert ev.use_graph and ev.info["graph_check"] == 0.0
-        assert isinstance(next(iter(ev._graphs.values())), _Rerun)
+        assert ev.info["graph_check"] == 0.0 and isinstance(graph, _Rerun)
     else:  # the check saw the broken replay; the run went on with the plain pass
-        assert not ev.use_graph and "differs from the launched pass" in ev.info["graph_fallback"]
+        assert graph is None and "differs from the launched pass" in ev.info["graph_fallback"]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -495,21 +504,19 @@ def test_batch_and_graph_timing_on_cpu(monkeypatch, precision):
     """The GPU's batch/graph timing, run on CPU with the graph's CUDA calls stood in: every candidate
     timed both ways, the fastest kept, and the surface it then computes equal to the plain one
     (in bf16: to bf16's tolerance, with the weights cast once per point inside the stood-in graph)."""
-    import landscape.choices as choices
-    import landscape.evaluate as engine
-    monkeypatch.setattr(engine, "PointGraph", _Rerun)
-    monkeypatch.setattr(choices, "PointGraph", _Rerun)
+    monkeypatch.setattr(runner_module, "PointGraph", _Rerun)
     state, dirs = _setup(CNN)
     splits = {"train": data.digits().train}  # 1438 samples: candidates 512, 1024 and the whole split
     plain, _ = _eval(CNN, state, dirs, splits, **PLAIN)
     ev = Evaluator(CNN(), state, dirs, splits, 10, **PLAIN, precision=precision)
-    assert ev.batch_size == 1024 and "batch_decision" not in ev.info  # the CPU rule
-    ev.batch_size = 1438  # as the GPU's memory probe would find: the whole split fits
-    ev._time_candidates("auto")
-    times = ev.info["batch_decision"]
+    assert ev.choice.batch_size == 1024 and "batch_decision" not in ev.info  # the CPU rule
+    tuner = Tuner(ev.parts, ev.options, ev.metrics[0].reduce)
+    choice = tuner.time_candidates(replace(ev.choice, batch_size=1438), "auto")  # as the GPU's memory probe
+    times = tuner.info["batch_decision"]  # would find: the whole split fits
     assert set(times) == {"512", "512g", "1024", "1024g", "1438", "1438g"} and all(t > 0 for t in times.values())
     best = min(times, key=times.get)
-    assert (ev.batch_size, ev.use_graph) == (int(best.rstrip("g")), best.endswith("g"))
+    assert (choice.batch_size, choice.cuda_graph) == (int(best.rstrip("g")), best.endswith("g"))
+    ev.choose(choice)
     out = ev.evaluate(COORDS)
     if precision == "fp32":
         _close(out, plain)  # another batch size: equal to fp32 rounding, not bitwise
@@ -519,29 +526,32 @@ def test_batch_and_graph_timing_on_cpu(monkeypatch, precision):
 
 
 def test_graphs_asked_for_but_not_capturable_fall_back_to_launching(monkeypatch):
-    import landscape.choices as choices
-
     class Uncapturable(_Rerun):
         def _capture(self, body, device):
             raise RuntimeError("operation not permitted when stream is capturing")
 
-    monkeypatch.setattr(choices, "PointGraph", Uncapturable)
+    monkeypatch.setattr(runner_module, "PointGraph", Uncapturable)
     state, dirs = _setup(CNN)
     ev = Evaluator(CNN(), state, dirs, {"train": data.digits().train}, 10, **PLAIN)
-    ev.batch_size = 1438
-    ev._time_candidates("true")
-    assert set(ev.info["batch_decision"]) == {"512", "1024", "1438"} and not ev.use_graph
+    tuner = Tuner(ev.parts, ev.options, ev.metrics[0].reduce)
+    choice = tuner.time_candidates(replace(ev.choice, batch_size=1438), "true")
+    assert set(tuner.info["batch_decision"]) == {"512", "1024", "1438"} and not choice.cuda_graph
 
 
-def test_bad_engine_options_name_the_key():
+def test_bad_engine_options_name_the_key(digits):
     from landscape.errors import UserError
-    from landscape.evaluate import check_options
-    assert check_options(cuda_graph=True)["cuda_graph"] == "true"
+    assert EngineOptions.parse({"cuda_graph": True}).cuda_graph == "true"
+    assert EngineOptions.parse({"stream": None, "fold_bn": False}) == EngineOptions(fold_bn="false")
     for kw, words in [({"mode": "fast"}, "eval.mode 'fast'"), ({"cuda_graph": "maybe"}, "eval.cuda_graph is"),
                       ({"batch_size": 0}, "eval.batch_size is 0"), ({"batch_size": 2.5}, "eval.batch_size is 2.5"),
-                      ({"compile_mode": "reduce-overhead"}, "eval.compile_mode"), ({"precision": "fp8"}, "fp8")]:
+                      ({"compile_mode": "reduce-overhead"}, "eval.compile_mode"),
+                      ({"precision_check": -1}, "eval.precision_check is -1"),
+                      ({"device": "cpu"}, "unknown setting eval.device"), ({"speed": 3}, "unknown setting eval.speed")]:
         with pytest.raises(UserError, match=words):
-            check_options(**kw)
+            EngineOptions.parse(kw)
+    state, dirs = _setup(MLP)
+    with pytest.raises(UserError, match="fp8"):
+        Evaluator(MLP(), state, dirs, digits, 10, precision="fp8")
 
 
 # ----------------------------------------------------------------------------- GPU only
@@ -554,7 +564,7 @@ def test_gpu_fast_paths_match_fp32_loop(digits):
     assert ev.folder is None  # PLAIN: unfolded
     _close(plain, ref)
     fast, ev = _eval(CNN, state, dirs, digits, device="cuda", mode="loop", compile=True, fold_bn=True)
-    assert ev.channels_last and ev.use_compile
+    assert ev.channels_last and ev.choice.compile
     _close(fast, ref)
     vm, _ = _eval(CNN, state, dirs, digits, device="cuda", mode="vmap", points_per_batch=4, compile=False)
     _close(vm, ref)
@@ -565,7 +575,7 @@ def test_gpu_streaming_matches_resident(digits):
     state, dirs = _setup(CNN)
     resident, _ = _eval(CNN, state, dirs, digits, device="cuda", batch_size=128, compile=False)
     streamed, ev = _eval(CNN, state, dirs, digits, device="cuda", batch_size=128, compile=False, stream=True)
-    assert ev.stream and ev.splits["train"].x.device.type == "cpu"
+    assert ev.parts.stream and ev.parts.splits["train"].x.device.type == "cpu"
     _equal(streamed, resident)
 
 
@@ -576,12 +586,12 @@ def test_gpu_batch_size_and_graph_are_timed_and_cached(digits, tmp_path):
     ev = Evaluator(CNN(), state, dirs, splits, 10, device="cuda", compile=False, cache_dir=tmp_path)
     assert set(ev.info["batch_decision"]) == {"512", "512g", "1024", "1024g", "1438", "1438g"}
     assert all(t > 0 for t in ev.info["batch_decision"].values())
-    assert ev.batch_size in (512, 1438)
+    assert ev.choice.batch_size in (512, 1438)
     (cached,) = tmp_path.glob("engine-*.json")
     record = json.loads(cached.read_text())
-    assert (record["batch_size"], record["cuda_graph"]) == (ev.batch_size, ev.use_graph)
+    assert (record["batch_size"], record["cuda_graph"]) == (ev.choice.batch_size, ev.choice.cuda_graph)
     again = Evaluator(CNN(), state, dirs, splits, 10, device="cuda", compile=False, cache_dir=tmp_path)
-    assert (again.batch_size, again.use_graph) == (ev.batch_size, ev.use_graph)
+    assert again.choice == ev.choice
     assert "batch_decision" not in again.info  # read from the cache, not timed again
 
 
@@ -593,25 +603,24 @@ def test_gpu_cuda_graph_replays_the_plain_pass(digits, compiled):
     kw = {"device": "cuda", "batch_size": 128, "compile": compiled}  # 400 samples: 3 full batches, 1 partial
     plain, _ = _eval(CNN, state, dirs, digits, cuda_graph=False, **kw)
     graphed, ev = _eval(CNN, state, dirs, digits, cuda_graph=True, **kw)
-    assert ev.use_graph and "graph_fallback" not in ev.info and any(ev._graphs.values())
+    assert ev.choice.cuda_graph and "graph_fallback" not in ev.info and any(ev.runner.graphs.values())
     _equal(graphed, plain)
     bf, ev = _eval(CNN, state, dirs, digits, cuda_graph=True, precision="bf16", **kw)
-    assert ev.use_graph and "graph_fallback" not in ev.info and ev.lowp is not None  # recast inside the graph
+    assert ev.choice.cuda_graph and "graph_fallback" not in ev.info and ev.lowp is not None  # recast in the graph
     np.testing.assert_allclose(bf["train_loss"], plain["train_loss"], rtol=0.05)
     launched, _ = _eval(CNN, state, dirs, digits, cuda_graph=False, precision="bf16", **kw)
     _close(bf, launched)
 
 
 @cuda
-def test_gpu_bf16_cast_once_and_padded_linear(digits):
+def test_gpu_bf16_cast_once_and_padded_linear(digits, monkeypatch):
     """On CUDA: weights moved and cast once per point (one compiled kernel) give autocast's per-batch
     values; auto pads odd linear layers."""
     state, dirs = _setup(CNN)
     kw = {"device": "cuda", "batch_size": 128, "compile": False, "precision": "bf16", "cuda_graph": False}
-    per_batch = Evaluator(CNN(), state, dirs, digits, 10, **kw)
-    per_batch.lowp = None  # autocast casts per batch, two addcmuls move the weights
+    per_batch = _autocast_per_batch(monkeypatch, CNN(), state, dirs, digits, 10, **kw)  # and two addcmuls move
     once, ev = _eval(CNN, state, dirs, digits, **kw)
-    assert ev.info["lowp_layers"] == 3 and ev.lowp.mover is not None and ev.lowp.flat_cast_at == ev._moves  # fused
+    assert ev.info["lowp_layers"] == 3 and ev.lowp.mover is not None and ev.lowp.flat_cast_at == ev.mover.moves
     _close(once, per_batch.evaluate(COORDS))
     state, dirs = _setup(ODD_MLP)
     padded, ev = _eval(ODD_MLP, state, dirs, digits, mode="loop", **kw)

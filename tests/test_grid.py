@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from landscape.errors import UserError
-from landscape.grid import make_grid, make_tiles
+from landscape.grid import make_grid, make_tiling
 
 
 @pytest.mark.parametrize("resolution,tile", [(21, 4), ([17, 9], 5), ([7, 30], 8), (5, 1), (3, 10)])
@@ -11,7 +11,7 @@ def test_tiles_cover_2d_grid_exactly_once(resolution, tile):
     grid = make_grid(2, resolution, [-1, 1])
     count = np.zeros(grid.shape, dtype=int)
     seen = []
-    for t in make_tiles(grid, tile):
+    for t in make_tiling(grid, tile):
         count[t.iy0:t.iy1, t.ix0:t.ix1] += 1
         coords = t.coords(grid)
         assert coords.shape == (t.npoints, 2)
@@ -25,7 +25,7 @@ def test_tiles_cover_2d_grid_exactly_once(resolution, tile):
 
 def test_tiles_cover_1d_grid_and_ids_are_positions():
     grid = make_grid(1, 41, [0, 1])
-    tiles = make_tiles(grid, 8)
+    tiles = make_tiling(grid, 8)
     assert [t.id for t in tiles] == list(range(len(tiles)))
     pts = np.concatenate([t.coords(grid)[:, 0] for t in tiles])
     np.testing.assert_array_equal(pts, grid.x)
@@ -56,7 +56,7 @@ def test_bad_grids(resolution, range_, msg):
 @pytest.mark.parametrize("tile", ["abc", 2.5, 0, True, [2, 3, 4]])
 def test_bad_tiles(tile):
     with pytest.raises(UserError, match="grid.tile is"):
-        make_tiles(make_grid(2, 5, 1), tile)
+        make_tiling(make_grid(2, 5, 1), tile)
 
 
 def test_one_point_and_one_range_per_axis_in_1d():

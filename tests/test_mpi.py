@@ -71,8 +71,8 @@ def mpi_run(args, tmp_path_factory) -> Path:
 def tile_meta(run: Path) -> dict[int, tuple[int, float]]:
     """(pid, finished) of every complete tile, by tile id."""
     r = RunDir(run)
-    metas = {t.id: r.read_tile(t)[0] for t in r.tiles}
-    return {tid: (int(v["_meta"]["pid"]), float(v["_meta"]["finished"])) for tid, v in metas.items() if v is not None}
+    states = {t.id: r.tile_state(t) for t in r.tiles}
+    return {tid: (int(s.meta["pid"]), float(s.meta["finished"])) for tid, s in states.items() if s.done}
 
 
 def assert_same_surface(reference: dict, run: Path) -> None:

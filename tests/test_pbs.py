@@ -21,7 +21,7 @@ from conftest import REPO, cli, read_surface, require_cluster, wait_for
 from jobs.reduce import reduce
 from jobs.run import RunDir
 from landscape.errors import UserError
-from launch.backends import arrays, pbs
+from launch.backends import TaskPlan, arrays, pbs
 from launch.backends.arrays import TileTask
 from launch.backends.pbs_submitit import (PbsExecutor, PbsJobEnvironment, _make_qsub_string, normalise_job_id,
                                           parse_pro_json, parse_torque_full, pbs_job_id, sanitise_job_name)
@@ -68,6 +68,11 @@ def script(run: Path, round_no: int) -> list[str]:
     return path.read_text().splitlines()
 
 
+def params(values: dict) -> dict:
+    """The executor parameters of these launcher.* values, checked as the driver checks them."""
+    return pbs.parameters(pbs.check(values))
+
+
 def latest_entry(run: Path) -> dict:
     return arrays.records(RunDir(run))[-1]
 
@@ -112,11 +117,10 @@ def test_job_names_are_sanitised():
 
 def test_launcher_config_maps_to_executor_parameters():
     cfg = {**DEFAULTS, "walltime": "1:30:20", "mem_gb": 0.5, "gpus_per_task": 1, "parallelism": 4}
-    assert pbs.parameters(cfg) == {"flavor": "pro", "job_name": "landscape", "walltime": 91, "ncpus": 1,
-                                   "ngpus": 1, "mem": "512mb", "array_parallelism": 4, "setup": [], "env": {},
-                                   "directives": []}
+    assert params(cfg) == {"flavor": "pro", "job_name": "landscape", "walltime": 91, "ncpus": 1, "ngpus": 1,
+                           "mem": "512mb", "array_parallelism": 4, "setup": [], "env": {}, "directives": []}
     with pytest.raises(UserError, match="flavor"):
-        pbs.parameters({**DEFAULTS, "flavor": "lsf"})
+        params({**DEFAULTS, "flavor": "lsf"})
 
 
 # --- job scripts, line by line ---
@@ -153,7 +157,7 @@ def tail(folder: str, command: str, gpu_line: list[str]) -> list[str]:
 
 def test_pbs_pro_script():
     cmd = "/shared/venv/bin/python -u -m submitit.core._submit /shared/runs/R/logs/pbs-000-00"
-    text = _make_qsub_string(cmd, "/shared/runs/R/logs/pbs-000-00", map_count=10, **pbs.parameters(KNOBS))
+    text = _make_qsub_string(cmd, "/shared/runs/R/logs/pbs-000-00", map_count=10, **params(KNOBS))
     assert text.split("\n") == [
         "#!/bin/bash",
         "#PBS -N r56_cifar",
@@ -167,7 +171,7 @@ def test_pbs_pro_script():
         "#PBS -l place=excl",
         "#PBS -m ae",
         *tail("/shared/runs/R/logs/pbs-000-00", cmd, [])]
-    one = _make_qsub_string(cmd, "/f", **pbs.parameters({**KNOBS, "parallelism": None, "select": "2:ncpus=4"}))
+    one = _make_qsub_string(cmd, "/f", **params({**KNOBS, "parallelism": None, "select": "2:ncpus=4"}))
     assert "#PBS -l select=2:ncpus=4" in one.split("\n")  # a whole select statement, as given
     assert not [ln for ln in one.split("\n") if ln.startswith("#PBS -J")]  # one task: a plain job
 
@@ -175,7 +179,7 @@ def test_pbs_pro_script():
 def test_torque_script():
     cmd = "/shared/venv/bin/python -u -m submitit.core._submit /shared/runs/R/logs/pbs-000-00"
     text = _make_qsub_string(cmd, "/shared/runs/R/logs/pbs-000-00", map_count=10,
-                             **pbs.parameters({**KNOBS, "flavor": "torque"}))
+                             **params({**KNOBS, "flavor": "torque"}))
     assert text.split("\n") == [
         "#!/bin/bash",
         "#PBS -N r56_cifar",
@@ -213,7 +217,7 @@ def test_scripts_run_as_pbs_runs_them(local_run, tmp_path):
     scripts = {}
     for flavor, (job_id, ids, tiles) in generated.items():
         text = _make_qsub_string(f"{sys.executable} -u -m submitit.core._submit {folder}", folder, map_count=2,
-                                 **pbs.parameters({**DEFAULTS, "flavor": flavor}))
+                                 **params({**DEFAULTS, "flavor": flavor}))
         (folder / f"{flavor}.sh").write_text(text)
         submitit.core.utils.DelayedSubmission(TileTask(), str(run), tiles).dump(folder / f"{job_id}_submitted.pkl")
         scripts[flavor] = (folder / f"{flavor}.sh", {**ids, "PBS_O_WORKDIR": str(tmp_path)})
@@ -306,10 +310,10 @@ def test_surface_through_qsub_equals_local(qsub, args, local_run, tmp_path):
 def test_refused_submission_says_why(qsub, local_run, tmp_path):
     """qsub's refusal (here: no such queue) is one clear line, and nothing is recorded."""
     run = RunDir(shutil.copytree(local_run, tmp_path / "R"))
-    cfg = {**DEFAULTS, "queue": "nosuchqueue"}
+    settings = pbs.check({**DEFAULTS, "queue": "nosuchqueue"})
     with pytest.raises(UserError, match="pbs refused the submission: sbatch: error: Batch job submission failed: "
                                         "Invalid partition"):
-        arrays.submit(run, [0, 1], cfg, "pbs", lambda folder: pbs.executor(folder, cfg), 1000)
+        arrays.submit(run, TaskPlan([[[0], [1]]], 1, None), "pbs", lambda folder: pbs.executor(folder, settings))
     assert arrays.records(run) == []
 
 

@@ -153,21 +153,6 @@ def test_launcher_and_plot_settings_may_change_on_resume(one_tile, base_args):
     assert "0 to compute" in out.stdout
 
 
-def test_run_of_an_older_version_without_newer_engine_keys_resumes(one_tile, base_args, tmp_path):
-    """A run.yaml written before eval.compile_mode, cuda_graph and pad_linear existed: same values, so it resumes."""
-    import yaml
-    run = copy_run(one_tile, tmp_path / "old")
-    saved = yaml.safe_load((run / "run.yaml").read_text())
-    for key in ("compile_mode", "cuda_graph", "pad_linear"):
-        del saved["config"]["eval"][key]
-    (run / "run.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
-    out = cli("landscape-surface", *base_args, *GRID, "grid.tile=16", f"run.dir={run}")
-    assert "0 to compute" in out.stdout
-    out = cli("landscape-surface", *base_args, *GRID, "grid.tile=16", "eval.compile_mode=max-autotune-no-cudagraphs",
-              f"run.dir={run}", check=False)
-    assert out.returncode == 2 and "eval.compile_mode: <unset> -> max-autotune-no-cudagraphs" in out.stderr
-
-
 def test_tiles_from_another_device_or_engine_are_named(base_args, tmp_path):
     """Tiles agree bitwise only within one device kind and engine version: a mix is shown, not hidden."""
     run = tmp_path / "mixed"

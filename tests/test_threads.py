@@ -1,7 +1,6 @@
 """LANDSCAPE_THREADS, when set, is each local CPU worker's torch thread count (as for MPI ranks); the test
 processes set it to 1 (conftest.py)."""
-import os
-
+from landscape.hardware import cpu_share
 from launch.backends.local import worker_envs
 
 
@@ -9,4 +8,4 @@ def test_local_cpu_workers_take_landscape_threads_when_set(monkeypatch):
     monkeypatch.setenv("LANDSCAPE_THREADS", "3")
     assert [env["LANDSCAPE_THREADS"] for env in worker_envs(2)] == ["3", "3"]
     monkeypatch.delenv("LANDSCAPE_THREADS")
-    assert [env["LANDSCAPE_THREADS"] for env in worker_envs(2)] == [str(max(1, (os.cpu_count() or 1) // 2))] * 2
+    assert [env["LANDSCAPE_THREADS"] for env in worker_envs(2)] == [str(cpu_share(2))] * 2

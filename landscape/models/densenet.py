@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .sizes import classifier_sizes
+
 
 class Bottleneck(nn.Module):
     """BN-ReLU-Conv1x1(4k)-BN-ReLU-Conv3x3(k); the k new feature maps are concatenated after the input's."""
@@ -43,6 +45,7 @@ def densenet_bc(
     if depth < 10 or (depth - 4) % 6:
         raise ValueError(f"depth must be 6n+4 with n >= 1, got {depth}")
     n = (depth - 4) // 6
+    num_classes, in_channels = classifier_sizes(num_classes, in_channels)
     channels = 2 * growth_rate
     layers: dict[str, nn.Module] = {"conv1": nn.Conv2d(in_channels, channels, 3, padding=1, bias=False)}
     for i in (1, 2, 3):

@@ -4,6 +4,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .sizes import data_size
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -47,6 +49,7 @@ def mlp(
     taaf: bool = False,
 ) -> nn.Sequential:
     """Flatten, then per hidden width a Linear layer and the activation (a TAAF if `taaf`), then a Linear head."""
+    in_features, out_features = data_size(in_features, "in_features"), data_size(out_features, "out_features")
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
     for h in hidden:

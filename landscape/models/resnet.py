@@ -7,6 +7,8 @@ from collections import OrderedDict
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .sizes import classifier_sizes
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers and a ReLU; with `skip`, the input is added before that ReLU.
@@ -51,6 +53,7 @@ def cifar_resnet(depth: int, num_classes: int = 10, in_channels: int = 3, skip: 
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth must be 6n+2 with n >= 1, got {depth}")
     n = (depth - 2) // 6
+    num_classes, in_channels = classifier_sizes(num_classes, in_channels)
     model = nn.Sequential(
         OrderedDict(
             conv1=nn.Conv2d(in_channels, 16, 3, padding=1, bias=False),

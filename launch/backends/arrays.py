@@ -1,4 +1,6 @@
-"""Job arrays through submitit, shared by the slurm and pbs backends (only the executor differs).
+"""Job arrays through submitit, shared by the backends that submit to a scheduler: their common settings, and
+`backend(...)`, which makes a submitting backend of what differs (the settings check, the executor, the
+array size limit, the status query).
 
 Each array task runs `jobs.tile.run_tiles` on its k tiles; tile files, not scheduler state, say
 what is done, so the driver never waits forever on a job the scheduler lost.
@@ -9,8 +11,9 @@ import json
 import os
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, TypeVar
 
 import submitit
 from tqdm import tqdm
@@ -18,10 +21,42 @@ from tqdm import tqdm
 from jobs.run import RunDir
 from jobs.tile import run_tiles
 from landscape.errors import UserError
+from . import Backend, TaskPlan
+from .settings import Reader, Settings
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "READY", "CONFIGURING", "SUSPENDED", "QUEUED"}
 FAILED = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 RECORDS = "submissions.jsonl"
+
+
+@dataclass(frozen=True)
+class ArraySettings(Settings):
+    """What every submitting backend asks for, per array task."""
+    account: str | None
+    cpus_per_task: int
+    gpus_per_task: int
+    mem_gb: float | None          # None: the queue's default
+    tiles_per_task: int
+    parallelism: int | None       # at most this many tasks running at once; None: the scheduler's own limit
+    max_array_size: int | None    # None: ask the scheduler
+    setup: tuple[str, ...]        # shell lines run first in each task
+    python: str | None            # the interpreter on the nodes; None: the driver's
+    job_name: str
+    poll_seconds: float
+    stall_minutes: float
+
+
+A = TypeVar("A", bound=ArraySettings)
+
+
+def read_settings(read: Reader) -> dict[str, Any]:
+    """The `ArraySettings` fields, checked, as keyword arguments for a backend's settings."""
+    return {**read.common(), "account": read.text("account"), "cpus_per_task": read.whole("cpus_per_task"),
+            "gpus_per_task": read.whole("gpus_per_task", 0), "mem_gb": read.number("mem_gb", null=True),
+            "tiles_per_task": read.whole("tiles_per_task"), "parallelism": read.whole("parallelism", null=True),
+            "max_array_size": read.whole("max_array_size", null=True), "setup": read.lines("setup"),
+            "python": read.text("python"), "job_name": read.text("job_name") or "landscape",
+            "poll_seconds": read.number("poll_seconds"), "stall_minutes": read.number("stall_minutes")}
 
 
 class TileTask(submitit.helpers.Checkpointable):
@@ -33,8 +68,6 @@ class TileTask(submitit.helpers.Checkpointable):
 
 def task_groups(tile_ids: list[int], per_task: int, max_array: int) -> list[list[list[int]]]:
     """Tiles -> tasks of `per_task` tiles -> arrays of at most `max_array` tasks."""
-    if per_task < 1 or max_array < 1:
-        raise UserError("launcher.tiles_per_task and the array size must be 1 or more")
     tasks = [tile_ids[i:i + per_task] for i in range(0, len(tile_ids), per_task)]
     return [tasks[i:i + max_array] for i in range(0, len(tasks), max_array)]
 
@@ -58,15 +91,14 @@ def records(run: RunDir) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def submit(run: RunDir, tile_ids: list[int], cfg: dict[str, Any], backend: str,
-           make_executor: Callable[[Path], submitit.Executor], max_array: int,
+def submit(run: RunDir, plan: TaskPlan, backend: str, make_executor: Callable[[Path], submitit.Executor],
            info: dict[str, Any] | None = None) -> list[submitit.Job]:
-    """Submit the tiles as one or more arrays; record which task holds which tiles (and `info`, what
-    the backend's `task_states` needs to read the record back, e.g. the PBS flavour)."""
+    """Submit the planned arrays; record which task holds which tiles (and `info`, what the backend's
+    `task_states` needs to read the record back, e.g. the PBS flavour)."""
     warn_if_not_shared(run)
     round_no = len(records(run))
     jobs: list[submitit.Job] = []
-    for chunk_no, tasks in enumerate(task_groups(tile_ids, int(cfg["tiles_per_task"]), max_array)):
+    for chunk_no, tasks in enumerate(plan.arrays):
         folder = run.path / "logs" / f"{backend}-{round_no:03d}-{chunk_no:02d}"
         executor = make_executor(folder)
         try:
@@ -147,3 +179,23 @@ def log_tail(entry: dict[str, Any], index: str, lines: int = 3) -> str:
         return ""
     text = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     return " | ".join(text[-lines:])
+
+
+def backend(name: str, check: Callable[[Mapping[str, Any]], A], executor: Callable[[Path, A], submitit.Executor],
+            array_limit: Callable[[A], int], task_states: Callable[[dict[str, Any]], dict[str, str]],
+            info: Callable[[A], dict[str, Any]] = lambda settings: {}) -> Backend:
+    """A backend that submits job arrays. `array_limit`: the scheduler's tasks per array, asked only where
+    launcher.max_array_size is null; `info`: what to record with each submission for `task_states`."""
+    def plan(tile_ids: list[int], settings: A) -> TaskPlan:
+        limit = (settings.max_array_size or array_limit(settings)) if tile_ids else 1  # no query for nothing
+        return TaskPlan(task_groups(tile_ids, settings.tiles_per_task, limit), settings.tiles_per_task,
+                        settings.parallelism)
+
+    def run(run_dir: RunDir, tile_ids: list[int], settings: A) -> None:
+        jobs = submit(run_dir, plan(tile_ids, settings), name, lambda folder: executor(folder, settings),
+                      info(settings))
+        if settings.wait:
+            wait(run_dir, jobs, tile_ids, settings.poll_seconds, settings.stall_minutes * 60)
+
+    return Backend(name=name, submits=True, workers_here=False, every_rank=False, computes=True, check=check,
+                   run=run, plan=plan, task_states=task_states)

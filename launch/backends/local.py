@@ -10,15 +10,19 @@ import os
 import queue
 import signal
 from contextlib import contextmanager
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
 
 import torch
 from tqdm import tqdm
 
 from landscape.errors import whole_number
+from landscape.hardware import cpu_share
 
 from jobs.run import RunDir
 from jobs.tile import run_tiles
+from . import Backend
+from .settings import Reader, Settings
 
 
 def worker_count(value: Any) -> int | None:
@@ -26,9 +30,15 @@ def worker_count(value: Any) -> int | None:
     return None if value in (None, "auto") else whole_number(value, "launcher.workers", 1, ", or auto")
 
 
-def check(cfg: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class LocalSettings(Settings):
+    workers: int | None  # None: one per visible GPU, else 1
+
+
+def check(values: Mapping[str, Any]) -> LocalSettings:
     """This backend's settings, checked before anything is written."""
-    worker_count(cfg.get("workers"))
+    read = Reader(values, LocalSettings)
+    return LocalSettings(**read.common(), workers=worker_count(read.value("workers")))
 
 
 def _queue_iter(tasks: "mp.Queue", parent: int):
@@ -56,7 +66,7 @@ def worker_envs(workers: int | None) -> list[dict[str, str]]:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(gpus)))).split(",")
         return [{"CUDA_VISIBLE_DEVICES": v.strip()} for v in visible[:gpus]]
     workers = workers or 1
-    threads = os.environ.get("LANDSCAPE_THREADS") or max(1, (os.cpu_count() or 1) // workers)
+    threads = os.environ.get("LANDSCAPE_THREADS") or cpu_share(workers)
     return [{"LANDSCAPE_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ""} for _ in range(workers)]
 
 
@@ -81,11 +91,11 @@ def _stop(procs: list[mp.Process], grace: float = 10.0) -> None:
             p.join()
 
 
-def run(run: RunDir, tile_ids: list[int], cfg: dict[str, Any]) -> None:
+def run(run: RunDir, tile_ids: list[int], settings: LocalSettings) -> None:
     """Compute the tiles here; progress is shown in points."""
     points = {t.id: t.npoints for t in run.tiles}
     bar = tqdm(total=sum(points[i] for i in tile_ids), unit="pt", desc="surface", smoothing=0.1)
-    envs = worker_envs(worker_count(cfg.get("workers")))
+    envs = worker_envs(settings.workers)
     if len(envs) == 1 and not torch.cuda.device_count():
         os.environ.update(envs[0])
         try:
@@ -120,3 +130,6 @@ def run(run: RunDir, tile_ids: list[int], cfg: dict[str, Any]) -> None:
         for p in procs:
             p.join()
         bar.close()
+
+
+BACKEND = Backend(name="local", submits=False, workers_here=True, every_rank=False, computes=True, check=check, run=run)

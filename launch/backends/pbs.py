@@ -5,26 +5,46 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import submitit
 
-from jobs.run import RunDir
 from landscape.errors import UserError
-from . import arrays
-from .pbs_submitit import FLAVORS, mem_string, minutes, parse_status, pbs_targets, qstat_command, slurm_wrapper
+from . import arrays, slurm
+from .pbs_submitit import FLAVORS, mem_string, parse_status, pbs_targets, qstat_command, slurm_wrapper
+from .settings import Reader
 
 
-def max_array_size(cfg: dict[str, Any]) -> int:
-    """Tasks per array: the configured value, else the server's limit (PBS Pro `max_array_size`,
-    Torque `max_job_array_size`), else 1000. Under Slurm's qsub wrapper, Slurm's MaxArraySize."""
-    if cfg.get("max_array_size"):
-        return int(cfg["max_array_size"])
+@dataclass(frozen=True)
+class PbsSettings(arrays.ArraySettings):
+    flavor: str                  # pro (PBS Pro / OpenPBS) or torque
+    queue: str | None
+    walltime: int                # minutes per array task
+    select: str | None           # pro only: the whole select statement
+    env: dict[str, Any]          # variables exported in the job script
+    extra: tuple[str, ...]       # more directives, each written as "#PBS <entry>"
+
+
+def check(values: Mapping[str, Any]) -> PbsSettings:
+    """Every launcher.* key of conf/launcher/pbs.yaml, checked."""
+    read = Reader(values, PbsSettings)
+    settings = PbsSettings(**arrays.read_settings(read), flavor=read.choice("flavor", FLAVORS),
+                           queue=read.text("queue"), walltime=read.minutes("walltime"), select=read.text("select"),
+                           env=read.table("env"), extra=read.lines("extra"))
+    if settings.select and settings.flavor != "pro":
+        raise UserError(f"launcher.select is for flavor=pro only: Torque has no select statement; use "
+                        f"launcher.cpus_per_task, gpus_per_task, mem_gb or launcher.extra")
+    return settings
+
+
+def array_limit(settings: PbsSettings) -> int:
+    """Tasks per array: the server's limit (PBS Pro `max_array_size`, Torque `max_job_array_size`), else 1000.
+    Under Slurm's qsub wrapper, Slurm's MaxArraySize."""
     if slurm_wrapper():
-        from . import slurm
-        return slurm.max_array_size(cfg)
-    attribute = "max_array_size" if cfg.get("flavor", "pro") == "pro" else "max_job_array_size"
+        return slurm.array_limit(settings)
+    attribute = "max_array_size" if settings.flavor == "pro" else "max_job_array_size"
     try:
         out = subprocess.run(["qmgr", "-c", f"list server {attribute}"], capture_output=True, text=True,
                              timeout=30).stdout
@@ -34,31 +54,21 @@ def max_array_size(cfg: dict[str, Any]) -> int:
         return 1000
 
 
-def parameters(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The launcher config as PbsExecutor parameters (the job script's knobs)."""
-    if cfg.get("flavor", "pro") not in FLAVORS:
-        raise UserError(f"launcher.flavor must be one of {', '.join(FLAVORS)}, not {cfg.get('flavor')!r}")
-    params = {"flavor": cfg.get("flavor", "pro"), "job_name": cfg.get("job_name") or "landscape",
-              "queue": cfg.get("queue"), "account": cfg.get("account"), "walltime": minutes(cfg["walltime"]),
-              "ncpus": int(cfg["cpus_per_task"]), "ngpus": int(cfg["gpus_per_task"]),
-              "mem": mem_string(float(cfg["mem_gb"])) if cfg.get("mem_gb") else None, "select": cfg.get("select"),
-              "array_parallelism": cfg.get("parallelism"), "setup": list(cfg.get("setup") or []),
-              "env": dict(cfg.get("env") or {}), "directives": list(cfg.get("extra") or [])}
+def parameters(settings: PbsSettings) -> dict[str, Any]:
+    """The launcher settings as PbsExecutor parameters (the job script's knobs)."""
+    params = {"flavor": settings.flavor, "job_name": settings.job_name, "queue": settings.queue,
+              "account": settings.account, "walltime": settings.walltime, "ncpus": settings.cpus_per_task,
+              "ngpus": settings.gpus_per_task, "mem": mem_string(settings.mem_gb) if settings.mem_gb else None,
+              "select": settings.select, "array_parallelism": settings.parallelism, "setup": list(settings.setup),
+              "env": dict(settings.env), "directives": list(settings.extra)}
     return {k: v for k, v in params.items() if v is not None}
 
 
-def executor(folder: Path, cfg: dict[str, Any]) -> submitit.Executor:
+def executor(folder: Path, settings: PbsSettings) -> submitit.Executor:
     """A submitit PBS executor, found through submitit's plugin entry points."""
-    ex = submitit.AutoExecutor(folder=folder, cluster="pbs", pbs_python=cfg.get("python") or sys.executable)
-    ex.update_parameters(**{f"pbs_{k}": v for k, v in parameters(cfg).items()})
+    ex = submitit.AutoExecutor(folder=folder, cluster="pbs", pbs_python=settings.python or sys.executable)
+    ex.update_parameters(**{f"pbs_{k}": v for k, v in parameters(settings).items()})
     return ex
-
-
-def run(run: RunDir, tile_ids: list[int], cfg: dict[str, Any]) -> None:
-    jobs = arrays.submit(run, tile_ids, cfg, "pbs", lambda folder: executor(folder, cfg), max_array_size(cfg),
-                         info={"flavor": cfg.get("flavor", "pro")})
-    if cfg.get("wait", True):
-        arrays.wait(run, jobs, tile_ids, float(cfg["poll_seconds"]), float(cfg["stall_minutes"]) * 60)
 
 
 def task_states(entry: dict[str, Any]) -> dict[str, str]:
@@ -80,3 +90,7 @@ def task_view(array: str, states: dict[str, str]) -> dict[str, str]:
         if base == array:
             out[index or base] = state
     return out
+
+
+BACKEND = arrays.backend("pbs", check, executor, array_limit, task_states,
+                         info=lambda settings: {"flavor": settings.flavor})

@@ -57,14 +57,6 @@ def hms(minutes: int) -> str:
     return f"{int(minutes) // 60:02d}:{int(minutes) % 60:02d}:00"
 
 
-def minutes(value: tp.Union[int, str]) -> int:
-    """A walltime given as minutes or `H:MM:SS` -> whole minutes, rounded up."""
-    if isinstance(value, str) and ":" in value:
-        h, m, sec = (value.split(":") + ["0", "0"])[:3]
-        return int(h) * 60 + int(m) + (1 if int(sec) else 0)
-    return int(value)
-
-
 def mem_string(gb: float) -> str:
     """16 -> `16gb`, 0.5 -> `512mb` (PBS size units)."""
     return f"{int(gb)}gb" if gb == int(gb) else f"{int(gb * 1024)}mb"

@@ -4,48 +4,54 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import submitit
 
-from jobs.run import RunDir
 from . import arrays
+from .settings import Reader
 
 
-def max_array_size(cfg: dict[str, Any]) -> int:
-    """Tasks per array: the configured value, else the cluster's MaxArraySize - 1 (ids start at 0)."""
-    if cfg.get("max_array_size"):
-        return int(cfg["max_array_size"])
+@dataclass(frozen=True)
+class SlurmSettings(arrays.ArraySettings):
+    partition: str | None
+    qos: str | None
+    time: int                    # minutes per array task
+    max_requeue: int             # time-outs requeue the task this many times
+    extra: dict[str, Any]        # more sbatch directives, e.g. {constraint: a100}
+
+
+def check(values: Mapping[str, Any]) -> SlurmSettings:
+    """Every launcher.* key of conf/launcher/slurm.yaml, checked."""
+    read = Reader(values, SlurmSettings)
+    return SlurmSettings(**arrays.read_settings(read), partition=read.text("partition"), qos=read.text("qos"),
+                         time=read.minutes("time"), max_requeue=read.whole("max_requeue", 0),
+                         extra=read.table("extra"))
+
+
+def array_limit(settings: arrays.ArraySettings) -> int:
+    """Tasks per array: the cluster's MaxArraySize - 1 (ids start at 0), else 1000."""
     try:
         out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
         match = re.search(r"MaxArraySize\s*=\s*(\d+)", out)
-        return int(match.group(1)) - 1 if match else 1000
+        return max(1, int(match.group(1)) - 1) if match else 1000
     except (OSError, subprocess.TimeoutExpired):
         return 1000
 
 
-def executor(folder: Path, cfg: dict[str, Any]) -> submitit.Executor:
+def executor(folder: Path, settings: SlurmSettings) -> submitit.Executor:
     """A submitit Slurm executor with the launcher's knobs."""
-    ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=int(cfg["max_requeue"]),
-                               slurm_python=cfg.get("python") or sys.executable)
-    extra = dict(cfg.get("extra") or {})
-    for key in ("account", "qos"):
-        if cfg.get(key):
-            extra[key] = cfg[key]
-    params = {"slurm_partition": cfg.get("partition"), "timeout_min": int(cfg["time"]),
-              "cpus_per_task": int(cfg["cpus_per_task"]), "mem_gb": cfg["mem_gb"],
-              "gpus_per_node": int(cfg["gpus_per_task"]) or None, "slurm_array_parallelism": int(cfg["parallelism"]),
-              "slurm_setup": list(cfg.get("setup") or []), "slurm_additional_parameters": extra,
-              "name": cfg.get("job_name") or "landscape"}
+    ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=settings.max_requeue,
+                               slurm_python=settings.python or sys.executable)
+    extra = {**settings.extra, **{k: v for k, v in (("account", settings.account), ("qos", settings.qos)) if v}}
+    params = {"slurm_partition": settings.partition, "timeout_min": settings.time,
+              "cpus_per_task": settings.cpus_per_task, "mem_gb": settings.mem_gb,
+              "gpus_per_node": settings.gpus_per_task or None, "slurm_array_parallelism": settings.parallelism,
+              "slurm_setup": list(settings.setup), "slurm_additional_parameters": extra, "name": settings.job_name}
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return ex
-
-
-def run(run: RunDir, tile_ids: list[int], cfg: dict[str, Any]) -> None:
-    jobs = arrays.submit(run, tile_ids, cfg, "slurm", lambda folder: executor(folder, cfg), max_array_size(cfg))
-    if cfg.get("wait", True):
-        arrays.wait(run, jobs, tile_ids, float(cfg["poll_seconds"]), float(cfg["stall_minutes"]) * 60)
 
 
 def _indices(spec: str) -> list[str]:
@@ -69,3 +75,6 @@ def task_states(entry: dict[str, Any]) -> dict[str, str]:
         for index in _indices(job_id.split("_", 1)[1]) if "_" in job_id else ():
             states[index] = state.split()[0]
     return states
+
+
+BACKEND = arrays.backend("slurm", check, executor, array_limit, task_states)

@@ -23,13 +23,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bnfold import CONV_TYPES, _Folded
-from .errors import first_line
+from ..errors import first_line
+from .bnfold import CONV_TYPES, BNFolder, _Folded
+from .flat import FlatWeights
+from .steps import raise_recompile_limit
 
 log = logging.getLogger(__name__)
 
 CAST_TYPES = CONV_TYPES + (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear, _Folded)
 ALIGN = 8  # elements: 16 bytes of bf16/fp16
+
+
+def low_precision_net(net: nn.Module, weights: FlatWeights, folder: BNFolder | None, dtype: torch.dtype | None,
+                      pad: bool, device: torch.device) -> LowPrecisionNet | None:
+    """bf16/fp16: `net` with its conv/linear weights cast once per point; None in fp32, or where the net
+    cannot be copied (autocast then casts per batch). CUDA: moved and cast in one compiled kernel
+    (not where a line moves the buffers too)."""
+    if dtype is None:
+        return None
+    vectors = [weights.flat] + ([folder.weights, folder.biases] if folder else [])
+    fuse = device.type == "cuda" and weights.bstep is None and hasattr(torch, "compile")
+    if fuse:
+        raise_recompile_limit()  # one compile per model size (and coordinate alignment)
+    try:
+        return LowPrecisionNet(net, vectors, dtype, pad=pad, share=weights.params + weights.buffers, fuse=fuse)
+    except Exception as err:  # noqa: BLE001 - a model deepcopy cannot copy: autocast casts per batch
+        log.info("weights cast per batch by autocast: %s", first_line(err, 200))
+        return None
 
 
 class _PaddedLinear(nn.Module):

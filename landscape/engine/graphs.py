@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-PassFn = Callable[[torch.Tensor, torch.Tensor], None]  # (coordinate (D,), sums out (S, 2) fp64)
+PassFn = Callable[[torch.Tensor, torch.Tensor], None]  # (coordinate (D,), sums out (S, K) fp64)
 
 
 class PointGraph:
@@ -26,10 +26,10 @@ class PointGraph:
     runs the plain pass.
     """
 
-    def __init__(self, run: PassFn, ndim: int, nsplits: int, device: torch.device, *,
+    def __init__(self, run: PassFn, ndim: int, shape: tuple[int, int], device: torch.device, *,
                  check_at: float = 0.05, tolerance: float = 1e-4):
         self.coord = torch.full((ndim,), check_at, device=device)
-        self.out = torch.zeros(nsplits, 2, dtype=torch.float64, device=device)
+        self.out = torch.zeros(shape, dtype=torch.float64, device=device)
 
         def body() -> None:
             self.out.zero_()
@@ -49,7 +49,7 @@ class PointGraph:
         self.check = diff
 
     def __call__(self, coord: torch.Tensor, out: torch.Tensor) -> None:
-        """Add the sums at `coord` (D,) to `out` (S, 2), all on the device, in stream order."""
+        """Add the sums at `coord` (D,) to `out` (S, K), all on the device, in stream order."""
         self.coord.copy_(coord)
         self._replay()
         out += self.out

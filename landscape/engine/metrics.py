@@ -1,16 +1,78 @@
-"""Loss sums and correct counts of a batch, for one or many points; the data-fits-the-model check."""
+"""What the engine measures at each point: the metric interface, the loss and accuracy metric, and
+the checks that the data and the loss fit the model.
+
+A metric is one object with `measure(forward) -> {key: (N,) values}`: `forward` is the network at the
+points of one `evaluate` call; `forward.sums(reduce)` runs it over every batch of every split (whatever
+the engine's path: loop or vmap, compiled, CUDA graph, streamed) and sums `reduce(outputs, targets)`;
+`forward.each_point()` moves `forward.model` to each point in turn for metrics that need more than
+outputs (gradients, curvature), with `forward.batches(split)`. A new metric is a new class here (or
+anywhere), passed to `Evaluator(metrics=...)`.
+"""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Split
-from .errors import UserError, first_line
+from ..data import Split
+from ..errors import UserError, first_line
 
 LOSSES = ("cross_entropy", "mse", "mae")
+Reduce = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # outputs (P, B, ...), targets (B, ...) -> (P, K) fp32
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    name: str
+    samples: int  # evaluated (a precision check evaluates the first ones only)
+    outputs: int  # model outputs per sample
+
+
+class Forward(Protocol):
+    """The network at the current points (N of them), over every split."""
+
+    splits: tuple[SplitInfo, ...]
+    model: nn.Module  # fp32, BatchNorm unfolded: where `each_point` moved it
+
+    def sums(self, reduce: Reduce) -> torch.Tensor:
+        """(N, S, K) fp64 on the device: `reduce`'s (P, K) sums over every batch of each split, per point."""
+
+    def each_point(self) -> Iterator[int]:
+        """For metrics beyond sums of outputs (gradients, curvature): each point's index, `model` moved there."""
+
+    def batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised inputs and targets of one split, on the device."""
+
+
+class Metric(Protocol):
+    def measure(self, forward: Forward) -> dict[str, torch.Tensor]:
+        """Per-point values, each (N,) on the device, named `{split}_{what}`."""
+
+
+class LossAccuracy:
+    """The mean loss per point and split; for classification the accuracy in percent, NaN where the loss
+    is not finite (argmax of NaN logits would read as a class)."""
+
+    def __init__(self, loss: str, classify: bool):
+        check_loss(loss)
+        self.loss, self.classify = loss, classify
+
+    def reduce(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return point_sums(out, y, self.loss, self.classify)
+
+    def measure(self, forward: Forward) -> dict[str, torch.Tensor]:
+        sums = forward.sums(self.reduce)
+        values = {}
+        for i, split in enumerate(forward.splits):
+            count = split.samples if self.loss == "cross_entropy" else split.samples * split.outputs
+            loss = values[f"{split.name}_loss"] = sums[:, i, 0] / count
+            if self.classify:
+                acc = 100.0 * sums[:, i, 1] / split.samples
+                values[f"{split.name}_acc"] = torch.where(loss.isfinite(), acc, torch.full_like(acc, float("nan")))
+        return values
 
 
 def check_loss(loss: str, classify: bool | None = None) -> None:
@@ -26,7 +88,7 @@ def loss_sum(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool) -> t
     return point_sums(out[None], y, loss, classify)[0, 0], y.shape[0] if loss == "cross_entropy" else out.numel()
 
 
-def check_fits(model: nn.Module, split: Split, num_classes: int, loss: str | None = None,
+def check_data_fits(model: nn.Module, split: Split, num_classes: int, loss: str | None = None,
                name: str | None = None) -> None:
     """Run two samples through the model (and `loss`, if given): a clear error naming the split if its
     shape, classes or targets do not fit, instead of a failure in a worker after the run was created."""
@@ -89,3 +151,8 @@ def point_sums(out: torch.Tensor, y: torch.Tensor, loss: str, classify: bool) ->
         raise UserError(f"loss {loss} cannot be computed here")
     correct = (out.argmax(-1) == y).flatten(1).sum(1).float() if classify else torch.zeros_like(total)
     return torch.stack([total, correct], 1)
+
+
+def measure(metrics: Sequence[Metric], forward: Forward) -> dict[str, torch.Tensor]:
+    """Every metric's per-point values at `forward`'s points."""
+    return {k: v for metric in metrics for k, v in metric.measure(forward).items()}

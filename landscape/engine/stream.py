@@ -2,13 +2,32 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+from dataclasses import replace
+from typing import Iterator, Mapping
 
 import torch
 
-from .data import Split
+from ..data import Split
 
 log = logging.getLogger(__name__)
+
+
+def place(splits: Mapping[str, Split], device: torch.device, option: str) -> tuple[dict[str, Split], bool]:
+    """The splits on the device, or (streamed) only their targets and normalisation: `eval.stream` auto
+    streams on CUDA when the splits would take more than 40% of the free device memory."""
+    need = lambda: sum(s.x.numel() * s.x.element_size() + s.y.numel() * s.y.element_size()  # noqa: E731
+                       for s in splits.values())
+    stream = option == "true" or (option == "auto" and device.type == "cuda"
+                                  and need() > 0.4 * torch.cuda.mem_get_info(device)[0])
+    if not stream:
+        return {k: s.to(device) for k, s in splits.items()}, False
+    move = lambda t: None if t is None else t.to(device)  # noqa: E731
+    return {k: replace(s, y=move(s.y), mean=move(s.mean), std=move(s.std)) for k, s in splits.items()}, True
+
+
+def head(split: Split, n: int, device: torch.device) -> Split:
+    """The first n samples with their normalisation, on the device."""
+    return replace(split, x=split.x[:n], y=split.y[:n]).to(device)
 
 
 class Stream:

@@ -1,0 +1,106 @@
+"""Every file whose contents decide a run's values, and the fingerprint over them and the settings.
+
+The driver hashes each input once when it creates or reopens a run; `run.yaml` records the digests
+(`inputs`, path -> digest) and the digest of `directions.h5`. The fingerprint, which every tile carries, covers
+the value-changing settings, those digests, the directions' digest and the engine's arithmetic version, so
+nothing that changes a value can slip in unseen. Workers check the files they read against the record.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Mapping
+
+from landscape import data, directions
+from landscape.digest import file_digest
+from landscape.engine import ENGINE_VERSION
+from landscape.errors import UserError
+
+from .run import checkpoint_epoch
+from .settings import RUN_FORMAT, RunSettings, value_items
+
+
+def pca_checkpoints(spec: object) -> list[Path]:
+    """A folder of `epoch_*.pt` files in epoch order, or an explicit list; at least 3 of them."""
+    if isinstance(spec, (list, tuple)):
+        paths = [Path(p) for p in spec]
+    else:
+        folder = Path(str(spec))
+        if not folder.is_dir():
+            raise UserError(f"directions.checkpoints {folder} is not a folder of epoch_*.pt checkpoints")
+        paths = sorted(folder.glob("epoch_*.pt"), key=checkpoint_epoch)
+    absent = [str(p) for p in paths if not p.is_file()]
+    if absent:
+        raise UserError(f"checkpoint {absent[0]} does not exist")
+    directions.check_trajectory(paths, spec)
+    return paths
+
+
+def input_files(settings: RunSettings) -> list[Path]:
+    """The checkpoints, data files and model source a run's values depend on, in a fixed order."""
+    d = settings.directions
+    files = [Path(settings.checkpoint)]
+    if d.kind == "line":
+        files.append(Path(d.start))
+    elif d.kind == "pca":
+        files += pca_checkpoints(d.checkpoints)
+    files += data.files(settings.data.spec())
+    source = settings.model.source_file()
+    if source is not None:
+        files.append(source)
+    absent = [str(p) for p in files if not p.is_file()]
+    if absent:
+        what = "data file" if Path(absent[0]) in data.files(settings.data.spec()) else "checkpoint"
+        raise UserError(f"{what} {absent[0]} does not exist")
+    return files
+
+
+def digests(files: list[Path], known: Mapping[str, str]) -> dict[str, str]:
+    """path -> content digest, in the order of `files`; each file read once, none of those `known` already."""
+    return {str(p): known[str(p)] if str(p) in known else file_digest(p) for p in files}
+
+
+def key(settings: RunSettings, inputs: Mapping[str, str]) -> str:
+    """The settings, the inputs' contents (not their spelling), the engine and the run format: what a run
+    directory is found by, before its directions exist."""
+    payload = {"settings": value_items(settings), "inputs": list(inputs.values()), "engine": ENGINE_VERSION,
+               "format": RUN_FORMAT}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fingerprint(run_key: str, directions_digest: str) -> str:
+    """What every tile carries: the run's key and the contents of its directions file."""
+    return hashlib.sha256(f"{run_key}:{directions_digest}".encode()).hexdigest()
+
+
+def changed(recorded: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    """Which inputs differ from those a run recorded (compared as real paths), in words."""
+    real = lambda d: {os.path.realpath(p): (p, h) for p, h in d.items()}  # noqa: E731
+    old, new = real(recorded), real(now)
+    out = [_changed(p, old[k][1], h) for k, (p, h) in new.items() if k in old and old[k][1] != h]
+    out += [f"{p} is new" for k, (p, _) in new.items() if k not in old]
+    out += [f"{p} is no longer read" for k, (p, _) in old.items() if k not in new]
+    return out
+
+
+def check_unchanged(recorded: Mapping[str, str], files: list[Path], what: str,
+                    known: Mapping[str, str] | None = None) -> None:
+    """Refuse to compute on an input whose contents changed since the run recorded it (one line); `known`:
+    digests already computed while reading."""
+    for path in files:
+        old = recorded.get(str(path))
+        if old is None:
+            continue
+        new = (known or {}).get(str(path)) or (file_digest(path) if path.is_file() else "<missing>")
+        if new != old:
+            raise UserError(f"{_changed(path, old, new)}: {what}; restore it, or start a new run.dir")
+
+
+def _changed(path: str | Path, old: str, new: str) -> str:
+    return f"{path} changed since this run was created ({_short(old)} then, {_short(new)} now)"
+
+
+def _short(digest: str) -> str:
+    return digest if digest.startswith(("size=", "<")) else f"sha256 {digest[:12]}"

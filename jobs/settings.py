@@ -1,0 +1,240 @@
+"""The typed run configuration: parsed and checked once, by the driver from Hydra's dict and by the workers
+from `run.yaml`; what changes a value (the fingerprint) is said field by field, next to each type.
+
+Defaults live in `conf/` only: every field here is required, and `parse` refuses what it cannot trust with
+one line naming the key. The launcher's own settings are parsed by its backend (`launch/backends/`).
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from landscape import data, directions
+from landscape.engine import EngineOptions, check_loss, check_precision
+from landscape.engine.options import VALUE_NEUTRAL
+from landscape.errors import UserError, whole_number
+from landscape.grid import Grid, make_grid, make_tiling
+from landscape.plot import PlotOptions
+
+RUN_FORMAT = 2  # run.yaml's layout and fingerprint recipe; a run of another format is refused with one line
+DEFAULT_RANGE = {"random": [-1.0, 1.0], "line": [0.0, 1.0]}  # line: past a=1 BN variances extrapolate below 0
+KINDS = ("random", "pca", "line")
+SPLITS = ("train", "test", "both")
+VALUE = {"value": True}  # field metadata: this setting changes values on the surface (in the fingerprint)
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    """grid.*: dims resolved from the directions (line: 1, else 2); range None means the kind's default."""
+
+    dims: int
+    resolution: Any
+    range: Any
+    tile: Any
+
+    def default_range(self, kind: str) -> Any:
+        return DEFAULT_RANGE.get(kind, [-1.0, 1.0]) if self.range is None else self.range
+
+    def grid(self, range_: Any) -> Grid:
+        return make_grid(self.dims, self.resolution, range_)
+
+
+@dataclass(frozen=True)
+class DirectionSettings:
+    """directions.*: random (norm, ignore), line (start), or pca (checkpoints, ignore)."""
+
+    kind: str
+    norm: str | None = None
+    ignore: str | None = None
+    start: str | None = None
+    checkpoints: Any = None
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """model.*: a factory (`_target_`) and its keyword arguments; `name` labels runs and plots."""
+
+    name: str
+    target: str
+    options: Mapping[str, Any]
+
+    def spec(self) -> dict[str, Any]:
+        return {"_target_": self.target, "name": self.name, **self.options}
+
+    def source_file(self) -> Path | None:
+        """The file a factory outside this package is defined in: its code decides the values too."""
+        if self.target.startswith("landscape."):
+            return None
+        try:
+            spec = importlib.util.find_spec(self.target.rpartition(".")[0])
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.origin or not Path(spec.origin).is_file():
+            raise UserError(f"model._target_ {self.target}: cannot find the module it names; check its spelling "
+                            "and that the module is importable here (PYTHONPATH)")
+        return Path(spec.origin).resolve()
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """data.*: the loader's name and options, which splits to evaluate, and an optional seeded subset."""
+
+    name: str
+    split: str
+    subset: int | None
+    options: Mapping[str, Any]
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "split": self.split, "subset": self.subset, **self.options}
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return data.split_names(self.split)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """One surface run, checked: every field but `device`, `plot`, `launcher` and `run_dir` changes values."""
+
+    checkpoint: str = field(metadata=VALUE)
+    seed: int = field(metadata=VALUE)
+    loss: str = field(metadata=VALUE)
+    precision: str = field(metadata=VALUE)
+    grid: GridSettings = field(metadata=VALUE)
+    directions: DirectionSettings = field(metadata=VALUE)
+    model: ModelSettings = field(metadata=VALUE)
+    data: DataSettings = field(metadata=VALUE)
+    engine: EngineOptions = field(metadata=VALUE)
+    device: str
+    plot: PlotOptions
+    launcher: Mapping[str, Any]
+    run_dir: str | None
+
+    @property
+    def origin(self) -> str:
+        """The checkpoint at a = 0: a line starts at `directions.start`, every other kind at `checkpoint`."""
+        return self.directions.start if self.directions.kind == "line" else self.checkpoint
+
+
+def parse(cfg: Mapping[str, Any]) -> RunSettings:
+    """Hydra's resolved dict (or run.yaml's `config`) as RunSettings; a UserError names the first bad key."""
+    d = _directions(cfg["directions"])
+    return RunSettings(
+        checkpoint=str(cfg["checkpoint"]), seed=whole_number(cfg["seed"], "seed", 0), loss=_loss(cfg["loss"]),
+        precision=_precision(cfg["precision"]), grid=_grid(cfg["grid"], d.kind), directions=d,
+        model=_model(cfg["model"]), data=_data(cfg["data"]), engine=EngineOptions.parse(_engine_keys(cfg["eval"])),
+        device=str(cfg["eval"].get("device", "auto")), plot=plot_options(cfg.get("plot") or {}),
+        launcher=dict(cfg.get("launcher") or {}), run_dir=(cfg.get("run") or {}).get("dir"))
+
+
+def value_items(settings: RunSettings) -> dict[str, Any]:
+    """The flattened settings that change values, keyed as on the command line (`grid.tile`, `eval.mode`)."""
+    out: dict[str, Any] = {}
+    for f in fields(settings):
+        if not f.metadata.get("value"):
+            continue
+        value = getattr(settings, f.name)
+        prefix = "eval" if f.name == "engine" else f.name
+        if isinstance(value, EngineOptions):
+            out |= {f"eval.{k.name}": getattr(value, k.name) for k in fields(value) if k.name not in VALUE_NEUTRAL}
+        elif isinstance(value, (ModelSettings, DataSettings)):
+            out |= {f"{prefix}.{k}": v for k, v in value.spec().items()}
+        elif hasattr(value, "__dataclass_fields__"):
+            out |= {f"{prefix}.{k.name}": getattr(value, k.name) for k in fields(value)}
+        else:
+            out[prefix] = value
+    return {k: _plain(v) for k, v in out.items() if v is not None}
+
+
+def differences(old: RunSettings, new: RunSettings) -> list[str]:
+    """`key: old -> new` for each value-changing setting that differs."""
+    a, b = value_items(old), value_items(new)
+    return [f"{k}: {a.get(k, '<unset>')} -> {b.get(k, '<unset>')}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]
+
+
+def plot_options(settings: Mapping[str, Any]) -> PlotOptions:
+    """`plot.*` checked and converted, before any work: landscape-surface and landscape-plot share this."""
+    known = [f.name for f in fields(PlotOptions)]
+    unknown = [k for k in settings if k not in known]
+    if unknown:
+        raise UserError(f"plot.{unknown[0]} is unknown: use one of {', '.join(known)}")
+    return PlotOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
+                          if v is not None or k == "clip"})
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists and mappings as dicts, so a value compares equal to its YAML round trip."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _loss(loss: Any) -> str:
+    check_loss(loss)
+    return loss
+
+
+def _precision(precision: Any) -> str:
+    check_precision(precision)
+    return precision
+
+
+def _directions(d: Mapping[str, Any]) -> DirectionSettings:
+    kind = d.get("kind")
+    if kind not in KINDS:
+        raise UserError(f"directions '{kind}' is unknown: use random, pca or line")
+    known = {"random": ("norm", "ignore"), "line": ("start",), "pca": ("checkpoints", "ignore")}[kind]
+    unknown = sorted(set(d) - {"kind", *known})
+    if unknown:
+        raise UserError(f"unknown setting directions.{unknown[0]} for directions={kind} "
+                        f"(it takes {', '.join('directions.' + k for k in known)})")
+    if kind == "random":
+        directions.check_normalization(d["norm"], d["ignore"])
+    if kind == "pca":
+        directions.check_normalization("none", d["ignore"])
+    return DirectionSettings(kind=kind, **{k: d[k] for k in known})
+
+
+def _grid(g: Mapping[str, Any], kind: str) -> GridSettings:
+    """grid.*: every value checked by building the grid once (the tiling's bound included)."""
+    dims = g["dims"]
+    if kind == "line" and dims not in (None, 1):
+        raise UserError("directions=line gives a 1D curve: leave grid.dims unset or set it to 1")
+    if kind == "pca" and dims not in (None, 2):
+        raise UserError("directions=pca gives a 2D plane: leave grid.dims unset or set it to 2")
+    settings = GridSettings((1 if kind == "line" else 2) if dims is None else dims, g["resolution"], g["range"],
+                            g["tile"])
+    check_tiling(settings.grid(settings.default_range(kind)), settings.tile)  # pca's fitted range comes later
+    return settings
+
+
+def check_tiling(grid: Grid, tile: Any) -> None:
+    """The tiles of `grid`: made lazily, so this checks `grid.tile` and the tile-file bound at no cost."""
+    make_tiling(grid, tile)
+
+
+def _model(m: Mapping[str, Any]) -> ModelSettings:
+    if not m.get("_target_"):
+        raise UserError("model._target_ is not set: name a factory, e.g. model._target_=mypkg.nets.make_net")
+    options = {k: v for k, v in m.items() if k not in ("_target_", "name")}
+    return ModelSettings(name=str(m.get("name") or m["_target_"].rpartition(".")[2]), target=str(m["_target_"]),
+                         options=options)
+
+
+def _data(d: Mapping[str, Any]) -> DataSettings:
+    if d.get("split") not in SPLITS:
+        raise UserError(f"unknown split '{d.get('split')}': use train, test or both")
+    data.check_subset(d.get("subset"))
+    if d.get("name") not in data.LOADERS:
+        raise UserError(f"unknown data '{d.get('name')}': choose one of {', '.join(data.LOADERS)}")
+    options = {k: v for k, v in d.items() if k not in ("name", "split", "subset")}
+    return DataSettings(name=d["name"], split=d["split"], subset=d.get("subset"), options=options)
+
+
+def _engine_keys(ev: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in ev.items() if k != "device"}
