@@ -1,18 +1,35 @@
-"""Shared fixtures: a digits CNN trained once per session through the real `landscape-train`."""
+"""Shared fixtures: a digits CNN trained once per session through `landscape-train`'s main().
+
+`cli` calls a console script's main() in-process (a fresh process costs seconds of imports); tests where a
+real process is the point start one themselves, and `cli(..., process=True)` runs the script itself."""
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import torch
+
+from launch import plots, status, surface, train
+
+# One torch thread in every test process (this one, local workers, MPI ranks, Slurm tasks): on this 2-core
+# machine shared with other test runs, two OpenMP threads wait for each other's core (measured: 30 digits-CNN
+# points 0.5 s with one thread, 4.2 s with two, while one other process ran).
+os.environ.setdefault("LANDSCAPE_THREADS", "1")
+torch.set_num_threads(int(os.environ["LANDSCAPE_THREADS"]))
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+SCRIPTS = {"landscape-surface": surface.main, "landscape-train": train.main, "landscape-plot": plots.main,
+           "landscape-status": status.main}  # pyproject.toml's [project.scripts]
 
 
 def pytest_configure(config):
@@ -27,13 +44,24 @@ def require_cluster(reason: str) -> None:
     pytest.skip(reason)
 
 
-def cli(command: str, *args: str, cwd: Path | None = None, check: bool = True, timeout: float = 600,
-        env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a console script of the venv the way a user would."""
-    proc = subprocess.run([str(BIN / command), *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+def cli(command: str, *args: str, check: bool = True, process: bool = False) -> subprocess.CompletedProcess:
+    """Run a console script as a user would: its main() in this process (the environment and SIGTERM handler
+    a local worker sets are put back), or with `process` the installed script in a process of its own."""
+    argv = list(map(str, args))
+    if process:
+        proc = subprocess.run([str(BIN / command), *argv], capture_output=True, text=True, timeout=600)
+    else:
+        out, err, env, sigterm = io.StringIO(), io.StringIO(), dict(os.environ), signal.getsignal(signal.SIGTERM)
+        try:
+            with redirect_stdout(out), redirect_stderr(err):
+                rc = SCRIPTS[command](argv)
+        finally:
+            os.environ.clear()
+            os.environ.update(env)
+            signal.signal(signal.SIGTERM, sigterm)
+        proc = subprocess.CompletedProcess([command, *argv], rc, out.getvalue(), err.getvalue())
     if check and proc.returncode != 0:
-        raise AssertionError(f"{command} {' '.join(map(str, args))} exited {proc.returncode}:\n"
+        raise AssertionError(f"{command} {' '.join(argv)} exited {proc.returncode}:\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 

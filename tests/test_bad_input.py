@@ -85,7 +85,8 @@ def test_corrupt_checkpoint(tmp_path, kind):
 
 
 def test_plot_of_missing_run(tmp_path):
-    out = cli("landscape-plot", tmp_path / "nothing", check=False)
+    """The console script itself, once: its exit code and its one line, through the installed entry point."""
+    out = cli("landscape-plot", tmp_path / "nothing", check=False, process=True)
     assert out.returncode == 2 and "landscape-surface first" in out.stderr
     out = cli("landscape-status", tmp_path / "nothing", check=False)
     assert out.returncode == 2 and "not a run directory" in out.stderr

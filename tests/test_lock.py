@@ -48,7 +48,7 @@ def test_another_hosts_lock_counts_until_it_goes_stale(tmp_path):
 
 def test_second_driver_refused_status_shows_the_first(base_args, tmp_path):
     run = tmp_path / "run"
-    args = [*base_args, "grid.resolution=41", "grid.tile=5", "launcher.workers=1", f"run.dir={run}"]
+    args = [*base_args, "grid.resolution=41", "grid.tile=2", "launcher.workers=1", f"run.dir={run}"]
     first = subprocess.Popen([str(BIN / "landscape-surface"), *args], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
     try:

@@ -16,9 +16,15 @@ import pytest
 from conftest import BIN, cli, copy_run, read_surface, require_cluster
 from jobs.run import RunDir
 
-GRID = ["grid.resolution=13", "grid.tile=2"]  # 49 tiles: a rank can be killed with many of them left
+GRID = ["grid.resolution=7", "grid.tile=1"]  # 49 tiles of one point: a rank can be killed with many left
 TILES = 49
 MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "3"]
+
+
+def _env() -> dict[str, str]:
+    """os.environ as Python sees it, given to mpirun explicitly: once an in-process `launcher=mpi` call has
+    started MPI in this test process, its C environment holds PMIx variables that make mpirun exit 1 silently."""
+    return dict(os.environ)
 
 
 def _missing() -> str | None:
@@ -62,7 +68,7 @@ def mpi_run(args, tmp_path_factory) -> Path:
     """The contract command: 3 ranks on this 2-core machine."""
     run = tmp_path_factory.mktemp("mpi") / "run"
     proc = subprocess.run([*MPIRUN, str(BIN / "landscape-surface"), *args, "launcher=mpi", f"run.dir={run}"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=_env())
     assert proc.returncode == 0, f"mpirun exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert f"{TILES} to compute" in proc.stdout and f"{TILES}/{TILES} tiles" in proc.stdout
     return run
@@ -115,7 +121,7 @@ def test_rank_killed_mid_run_then_local_rerun_computes_only_missing(mpi_run, ref
     log = tmp_path / "mpirun.log"
     with log.open("w") as out:
         proc = subprocess.Popen([*MPIRUN, str(BIN / "python"), "-m", "jobs.mpi", str(run)], stdout=out,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, env=_env())
     victim, deadline = None, time.time() + 120
     try:
         while victim is None and proc.poll() is None and time.time() < deadline:

@@ -76,7 +76,7 @@ def test_failing_tasks_show_in_status_then_rerun_finishes(slurm, local_ref, base
     status = cli("landscape-status", run).stdout
     assert "9 failed" in status and "FAILED" in status
     assert "CUDA" in status or "cuda" in status  # the task's own error, from its log
-    cli("landscape-surface", *args)
+    cli("landscape-surface", *args, "launcher.tiles_per_task=3")  # 3 tasks: fewer Python start-ups
     np.testing.assert_array_equal(read_surface(run / "surface.h5")["train_loss"], local_ref["train_loss"])
 
 

@@ -59,13 +59,14 @@ def _worker(run_dir: str, tasks: "mp.Queue", done: "mp.Queue", env: dict[str, st
 
 
 def worker_envs(workers: int | None) -> list[dict[str, str]]:
-    """One env per worker: a GPU each when GPUs are visible, else a share of the CPU cores."""
+    """One env per worker: a GPU each when GPUs are visible, else a share of the CPU cores (LANDSCAPE_THREADS,
+    when set, is each CPU worker's thread count, as for MPI ranks)."""
     gpus = torch.cuda.device_count()
     if gpus and not workers:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(gpus)))).split(",")
         return [{"CUDA_VISIBLE_DEVICES": v.strip()} for v in visible[:gpus]]
     workers = workers or 1
-    threads = cpu_share(workers)
+    threads = os.environ.get("LANDSCAPE_THREADS") or cpu_share(workers)
     return [{"LANDSCAPE_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ""} for _ in range(workers)]
 
 
