@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -11,6 +12,7 @@ import yaml
 
 import landscape
 from landscape import directions, surface
+from landscape.errors import UserError
 from landscape.grid import Grid
 
 from .run import RunDir
@@ -88,12 +90,19 @@ def reduce(run_dir: str | Path) -> Reduced:
                    nonfinite_line(run, {tid: r.meta for tid, r in read.items()}))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run_dir")
-    r = reduce(parser.parse_args(argv).run_dir)
+    try:
+        r = reduce(parser.parse_args(argv).run_dir)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"{r.path}: {r.done}/{r.total} tiles")
+    if r.nonfinite:
+        print(f"warning: {r.nonfinite}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -96,7 +96,8 @@ class RunDir:
 
     @cached_property
     def tiles(self) -> Tiling:
-        return make_tiling(self.grid, self.settings.grid.tile)
+        tile = self.settings.grid.tile  # first: run.yaml names a run directory that is not one
+        return make_tiling(self.grid, tile)
 
     def tile_file(self, tile: Tile) -> Path:
         return self.path / "tiles" / f"{tile.id:05d}.h5"

@@ -9,6 +9,7 @@ import argparse
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 
 from landscape import checkpoint, data, surface
 from landscape.engine import Evaluator
+from landscape.errors import UserError
 from landscape.hardware import pick_device, set_cpu_threads
 from landscape.spec import instantiate
 
@@ -91,14 +93,19 @@ def run_tiles(run_dir: str, tile_ids: Iterable[int], device: torch.device | None
     return computed
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run_dir")
     parser.add_argument("--tiles", required=True, help="comma-separated tile ids")
     args = parser.parse_args(argv)
-    done = run_tiles(args.run_dir, [int(t) for t in args.tiles.split(",") if t])
+    try:
+        done = run_tiles(args.run_dir, [int(t) for t in args.tiles.split(",") if t])
+    except UserError as err:  # a refusal (changed inputs, a broken run) is one line in the job's log
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"computed {len(done)} tiles: {done}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -26,10 +26,11 @@ from .plots import draw
 def main(argv: list[str]) -> int:
     overrides = with_saved_overrides(argv)
     cfg = config.load("surface", overrides)
-    backend = backends.started_as(str(cfg["launcher"]["name"]))
-    if backend.every_rank:  # every rank runs this command: rank 0 drives, the others compute
-        return backend.ranks(lambda: drive(cfg, overrides))
-    return drive(cfg, overrides)
+    backends.started_as(str(cfg["launcher"]["name"]))
+    launcher = backends.check(cfg["launcher"])  # every launcher.* key, before anything starts (MPI included)
+    if launcher.backend.every_rank:  # every rank runs this command: rank 0 drives, the others compute
+        return launcher.backend.ranks(lambda: drive(cfg, overrides, launcher))
+    return drive(cfg, overrides, launcher)
 
 
 def _compute(run: RunDir, todo: list[int], launcher: backends.Launcher) -> None:
@@ -42,9 +43,8 @@ def _compute(run: RunDir, todo: list[int], launcher: backends.Launcher) -> None:
                                 "to compute only the rest") from None
 
 
-def drive(cfg: dict[str, Any], overrides: list[str]) -> int:
+def drive(cfg: dict[str, Any], overrides: list[str], launcher: backends.Launcher) -> int:
     """Prepare the run directory, compute its missing tiles with the chosen backend, reduce, plot."""
-    launcher = backends.check(cfg["launcher"])
     backend = launcher.backend
     opts = plot_options(cfg["plot"])
     if launcher.settings.dry_run:
