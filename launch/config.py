@@ -33,7 +33,19 @@ def load(name: str, overrides: list[str]) -> dict[str, Any]:
                             f"(give it on the command line, e.g. {missing[0]}=...)")
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except (HydraException, OmegaConfBaseException) as err:
-        raise UserError(_unknown_key(name, overrides, err) or first_line(err)) from err
+        raise UserError(_unknown_choice(err) or _unknown_key(name, overrides, err) or first_line(err)) from err
+
+
+def _unknown_choice(err: Exception) -> str | None:
+    """For a group choice that has no conf file (Hydra: "Could not find 'launcher/lsf'"): the ones that exist."""
+    match = re.search(r"Could not find '(\w+)/([^']+)'", str(err))
+    if not match or not (CONF_DIR / match[1]).is_dir():
+        return None
+    group, choice = match[1], match[2]
+    known = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    close = difflib.get_close_matches(choice, known, n=1)
+    return (f"{group} '{choice}' is unknown" + (f" (did you mean {close[0]}?)" if close else "")
+            + f": use one of {', '.join(known)} (conf/{group}/)")
 
 
 def _unknown_key(name: str, overrides: list[str], err: Exception) -> str | None:

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from landscape import data
+from landscape.engine import check_model
 from landscape.errors import UserError
 from landscape.hardware import check_device, pick_device
 from landscape.spec import instantiate
@@ -86,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     dataset = data.load(cfg["data"])
     torch.manual_seed(tc.seed)  # the initial weights (epoch_000.pt) follow the seed too
     model = instantiate(cfg["model"])
+    try:  # such a model trains, but no surface of it can be trusted: say so now, not after training
+        check_model(model)
+    except UserError as err:
+        print(f"warning: {err}; landscape-surface refuses such a model")
     device = pick_device(cfg["eval"]["device"])
     check_data(model, dataset, tc)
     ckpts = _start(out, cfg)

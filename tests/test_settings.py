@@ -155,3 +155,20 @@ def test_bf16_on_a_cpu_is_said_by_the_driver(base_args, tmp_path, capsys):
     assert rc == 0, err
     warning = [line for line in out.splitlines() if line.startswith("warning: ") and "bf16" in line]
     assert len(warning) == 1 and "CPU" in warning[0], out
+
+
+def test_a_group_choice_without_a_conf_file_lists_those_that_exist(base_args, capsys):
+    rc, _, err = _surface(capsys, *base_args, "launcher=lsf")
+    one_error_line(rc, err, "launcher 'lsf' is unknown: use one of local, mpi, none, pbs, slurm")
+    rc, _, err = _surface(capsys, *base_args, "model=resnet")
+    one_error_line(rc, err, "model 'resnet' is unknown (did you mean resnet56?)")
+
+
+def test_training_a_model_the_surface_refuses_is_warned_first(custom, tmp_path, capsys):
+    from launch import train
+    _, args = custom
+    model_args = [a for a in args if a.startswith(("model", "data"))]
+    assert train.main([*model_args, "+model.bn_stats=false", "train.epochs=0", f"run.dir={tmp_path / 't'}"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: layer 2 (BatchNorm1d) has track_running_stats=False" in out
+    assert "landscape-surface refuses such a model" in out
