@@ -1,15 +1,16 @@
 """`landscape-train model=... data=... train.epochs=8 run.dir=R`: R/checkpoints/epoch_000.pt ... last.pt.
 
-The same command again finds the finished training and trains nothing (an interrupted one starts again);
-a run.dir holding checkpoints of another training is refused unless `train.overwrite=true`, so
-trajectories never mix.
+The same command again finds the finished training and trains nothing; with a larger train.epochs (nothing
+else changed) it continues it from its last epoch, as does the same command after an interruption. A
+run.dir holding checkpoints of another training is refused unless `train.overwrite=true`, so trajectories
+never mix.
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import yaml
@@ -19,12 +20,12 @@ from landscape.engine import check_model
 from landscape.errors import UserError
 from landscape.hardware import check_device, pick_device
 from landscape.spec import instantiate
-from landscape.train import TrainConfig, check_data, train
+from landscape.train import RESUME, TrainConfig, check_data, resume_point, train
 
 from . import config
 from .cli import user_errors
 
-CHECKPOINT_GLOBS = ("epoch_*.pt", "last.pt", "history.json", "*.tmp")  # what a training writes
+CHECKPOINT_GLOBS = ("epoch_*.pt", "last.pt", "history.json", RESUME, "*.tmp")  # what a training writes
 
 
 def train_config(cfg: dict[str, Any]) -> TrainConfig:
@@ -50,28 +51,55 @@ def _differences(out: Path, cfg: dict[str, Any]) -> list[str] | None:
     return config.differences(yaml.safe_load(saved_file.read_text()), cfg)  # train.overwrite is volatile
 
 
-def already_trained(out: Path, cfg: dict[str, Any]) -> bool:
-    """True if `out` holds a finished training of this configuration; a UserError if it holds checkpoints
-    of another one (unless train.overwrite=true: they will be replaced)."""
+def start_epoch(out: Path, cfg: dict[str, Any], epochs: int) -> int | None:
+    """Where this training starts in `out`: None, it is finished there; 0, from the initial weights (what is
+    there goes); k, after epoch k of the training there (the same settings but train.epochs, or the same
+    training interrupted). A UserError if `out` holds checkpoints that this training cannot continue."""
     ckpts = out / "checkpoints"
     if cfg["train"].get("overwrite") or not _written(ckpts):
-        return False
+        return 0
     diffs = _differences(out, cfg)
-    if diffs == []:  # this training: finished, or interrupted (then started again: nothing finished is lost)
-        return (ckpts / "last.pt").is_file()
-    what = f"another training ({'; '.join(diffs)})" if diffs else "a training of unknown configuration (no train.yaml)"
+    if diffs is None:
+        _refuse(ckpts, "a training of unknown configuration (no train.yaml)")
+    done = resume_point(ckpts)
+    if any(not d.startswith("train.epochs:") for d in diffs):
+        _refuse(ckpts, f"another training ({'; '.join(diffs)}); only train.epochs may change to continue it")
+    if diffs and done is None:
+        _refuse(ckpts, f"another training ({'; '.join(diffs)}) without the optimizer state ({RESUME}) to continue it")
+    if not diffs and (ckpts / "last.pt").is_file():
+        return None
+    if done is not None and done > epochs:
+        raise UserError(f"{ckpts} holds {done} trained epochs, more than train.epochs={epochs}: use "
+                        f"train.epochs={done} or more to continue it, train.overwrite=true to train anew, "
+                        "or choose another run.dir")
+    return done or 0  # an interrupted training without a complete epoch starts again: nothing is lost
+
+
+def _refuse(ckpts: Path, what: str) -> NoReturn:
     raise UserError(f"{ckpts} already holds checkpoints of {what}: train.overwrite=true replaces them, "
                     "or choose another run.dir")
 
 
-def _start(out: Path, cfg: dict[str, Any]) -> Path:
-    """Remove the checkpoints of an earlier training (no stale epoch survives) and save the config."""
+def _start(out: Path, cfg: dict[str, Any], start: int) -> Path:
+    """Remove what this training writes again (no stale epoch survives: from the initial weights, every
+    checkpoint; continuing after epoch `start`, the later ones and last.pt) and save the config."""
     ckpts = out / "checkpoints"
+    kept = {f"epoch_{e:03d}.pt" for e in range(start + 1)} | {RESUME} if start else set()
     for path in _written(ckpts):
-        path.unlink()
+        if path.name not in kept:
+            path.unlink()
     out.mkdir(parents=True, exist_ok=True)
     (out / "train.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return ckpts
+
+
+def _schedule_note(out: Path, cfg: dict[str, Any], tc: TrainConfig) -> str:
+    """Said when continuing to another train.epochs with train.anneal_epochs unset: the cosine schedule ends
+    at train.epochs, so the rates change from here on and the weights differ from a training in one go."""
+    if tc.anneal_epochs is not None or not _differences(out, cfg):
+        return ""
+    return (f"note: the cosine schedule now ends at epoch {tc.epochs}, so the weights will differ from "
+            f"{tc.epochs} epochs in one go (train.anneal_epochs={tc.epochs} from the start makes them equal)\n")
 
 
 @user_errors
@@ -81,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     tc = train_config(cfg)
     check_device(cfg["eval"]["device"])
     out = Path(cfg["run"]["dir"])
-    if already_trained(out, cfg):
+    start = start_epoch(out, cfg, tc.epochs)
+    if start is None:
         print(f"already trained: {out / 'checkpoints' / 'last.pt'}; train.overwrite=true to train again")
         return 0
     dataset = data.load(cfg["data"])
@@ -93,9 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {err}; landscape-surface refuses such a model")
     device = pick_device(cfg["eval"]["device"])
     check_data(model, dataset, tc)
-    ckpts = _start(out, cfg)
-    print(f"training {cfg['model']['name']} on {cfg['data']['name']} ({len(dataset.train)} samples) on {device}")
-    last = train(model, dataset, tc, ckpts, device)[-1]
+    note = _schedule_note(out, cfg, tc) if start else ""
+    ckpts = _start(out, cfg, start)
+    what = f"from {ckpts / f'epoch_{start:03d}.pt'} to epoch {tc.epochs}" if start else f"{tc.epochs} epochs"
+    print(f"{note}training {cfg['model']['name']} {what} on {cfg['data']['name']} "
+          f"({len(dataset.train)} samples) on {device}")
+    last = train(model, dataset, tc, ckpts, device, start=start)[-1]
     result = (f"test accuracy {last['test_acc']:.1f}%" if dataset.num_classes > 0
               else f"test loss {last['test_loss']:.4g}")
     print(f"checkpoints {ckpts}: epoch_000.pt .. epoch_{tc.epochs:03d}.pt, last.pt ({result})")

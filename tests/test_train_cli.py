@@ -72,12 +72,13 @@ def test_the_same_finished_training_is_reused(trained_run, capsys):
     assert _snapshot(trained_run) == before
 
 
-def test_an_interrupted_training_starts_again(trained_run, tmp_path, capsys):
-    """Same configuration, no last.pt (killed mid-way, e.g. an interrupted `make demo`): trained again,
-    every stale epoch file replaced; another configuration's unfinished training is still refused."""
+def test_an_interrupted_training_without_a_complete_epoch_starts_again(trained_run, tmp_path, capsys):
+    """Same configuration, no last.pt and no resume.pt (killed before an epoch's optimizer state was saved):
+    trained again, every stale epoch file replaced; another configuration's unfinished training is still
+    refused. (With resume.pt it continues: tests/test_train_resume.py.)"""
     run = shutil.copytree(trained_run, tmp_path / "R")
-    (run / "checkpoints" / "last.pt").unlink()
-    (run / "checkpoints" / "epoch_002.pt").unlink()
+    for name in ("last.pt", "epoch_002.pt", "resume.pt"):
+        (run / "checkpoints" / name).unlink()
     stale = (run / "checkpoints" / "epoch_001.pt").stat().st_mtime_ns
     before = _snapshot(run)
     rc, _, err = _run(capsys, "model=digits_cnn", "data=digits", "train.epochs=1", f"run.dir={run}")
@@ -95,7 +96,8 @@ def test_overwrite_leaves_no_stale_checkpoint(trained_run, tmp_path, capsys):
                       f"run.dir={run}")
     assert rc == 0 and "epoch_000.pt .. epoch_001.pt, last.pt (test accuracy" in out
     ckpts = run / "checkpoints"
-    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch_000.pt", "epoch_001.pt", "history.json", "last.pt"]
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch_000.pt", "epoch_001.pt", "history.json", "last.pt",
+                                                      "resume.pt"]
     last = torch.load(ckpts / "last.pt", weights_only=True)
     assert last["epoch"] == 1 and "seconds" not in last["metrics"]  # no wall clock: same training, same bytes
     rc, out, _ = _run(capsys, "model=digits_cnn", "data=digits", "train.epochs=1", f"run.dir={run}")
