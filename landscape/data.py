@@ -1,11 +1,13 @@
 """Datasets as tensors resident on the evaluation device, normalised on the fly batch by batch."""
 from __future__ import annotations
 
+import math
 import pickle
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -122,46 +124,93 @@ def cifar10(root: str | Path) -> Data:
     return Data(read(names[:5]), read(names[5:]), num_classes=10)
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an `.npz` or HDF5 file; a UserError naming the file when it cannot be read as one."""
+Header = tuple[tuple[int, ...], np.dtype]  # an array's shape and dtype, read without its values
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn a file that cannot be read as `.npz` or HDF5 into a UserError naming it."""
     kind = "an .npz archive (numpy.savez)" if path.suffix == ".npz" else "an HDF5 file (h5py)"
     if path.stat().st_size == 0:
         raise UserError(f"data file {path} is empty (0 bytes): it should be {kind} with arrays x and y")
     try:
+        yield
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise UserError(f"data file {path} cannot be read as {kind}: {first_line(err)}") from err
+
+
+def _check_zip(path: Path) -> None:
+    """A ValueError for anything but the zip numpy.savez writes (a lone .npy, text)."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError("it is not a zip archive of arrays (what numpy.savez writes)")
+
+
+def _read_arrays(path: Path, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an `.npz` or HDF5 file (only `keys`, where given), each read whole."""
+    with _reading(path):
         if path.suffix == ".npz":
-            return _read_npz(path)
+            _check_zip(path)
+            with np.load(path) as f:  # allow_pickle=False: object arrays raise ValueError
+                return {k: f[k] for k in f.files if keys is None or k in keys}
         import h5py
 
         with h5py.File(path, "r", locking=False) as f:
-            return {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
-        reason = first_line(err)
-        raise UserError(f"data file {path} cannot be read as {kind}: {reason}") from err
+            return {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset) and (keys is None or k in keys)}
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of a zip written by numpy.savez; a ValueError for anything else (a lone .npy, text)."""
-    if not zipfile.is_zipfile(path):
-        raise ValueError("it is not a zip archive of arrays (what numpy.savez writes)")
-    with np.load(path) as f:  # allow_pickle=False: object arrays raise ValueError
-        return {k: f[k] for k in f.files}
+NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def _check_pair(path: Path, arrays: Mapping[str, np.ndarray], xk: str, yk: str) -> None:
-    """Numbers, one row per sample, as many rows in x as in y, no NaN or inf: else a UserError naming the array."""
-    for key in (xk, yk):
-        a = arrays[key]
-        if a.dtype.kind not in "biuf":
-            raise UserError(f"data file {path}: array {key} holds {a.dtype} values; x and y must be numbers")
-        if a.ndim == 0 or a.size == 0:
-            raise UserError(f"data file {path}: array {key} has no samples (shape {a.shape})")
+def _headers(path: Path) -> dict[str, Header]:
+    """The shape and dtype of every array of an `.npz` or HDF5 file, from its headers: no values are read."""
+    with _reading(path):
+        if path.suffix == ".npz":
+            _check_zip(path)
+            out = {}
+            with zipfile.ZipFile(path) as z:
+                for name in (n for n in z.namelist() if n.endswith(".npy")):
+                    with z.open(name) as f:
+                        version = np.lib.format.read_magic(f)
+                        if version not in NPY_HEADERS:
+                            raise ValueError(f"array {name[:-4]} is in .npy format {version}, not 1.0 or 2.0")
+                        shape, _, dtype = NPY_HEADERS[version](f)
+                        out[name[:-4]] = (shape, dtype)
+            return out
+        import h5py
+
+        with h5py.File(path, "r", locking=False) as f:
+            return {k: (f[k].shape, f[k].dtype) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+
+
+def _pairs(path: Path, headers: Mapping[str, Header]) -> list[tuple[str, str]]:
+    """The (inputs, targets) pairs of a tensors file, checked from the headers alone: present, numbers, one row
+    per sample, as many rows in x as in y; else a UserError naming the array."""
+    if "x" not in headers or "y" not in headers:
+        raise UserError(f"data file {path} needs arrays 'x' and 'y' (has {sorted(headers)})")
+    if ("x_test" in headers) != ("y_test" in headers):
+        raise UserError(f"data file {path} has {'x_test' if 'x_test' in headers else 'y_test'} without "
+                        f"{'y_test' if 'x_test' in headers else 'x_test'}: give both, or neither (test_fraction)")
+    pairs = [("x", "y")] + ([("x_test", "y_test")] if "x_test" in headers else [])
+    for xk, yk in pairs:
+        for key in (xk, yk):
+            shape, dtype = headers[key]
+            if dtype.kind not in "biuf":
+                raise UserError(f"data file {path}: array {key} holds {dtype} values; x and y must be numbers")
+            if not shape or math.prod(shape) == 0:
+                raise UserError(f"data file {path}: array {key} has no samples (shape {shape})")
+        if headers[xk][0][0] != headers[yk][0][0]:
+            raise UserError(f"data file {path}: {xk} has {headers[xk][0][0]} samples but {yk} has "
+                            f"{headers[yk][0][0]}; give one target per sample")
+    return pairs
+
+
+def _check_finite(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """No NaN or inf in any of `arrays`: else a UserError naming the array and how many samples."""
+    for key, a in arrays.items():
         bad = int((~np.isfinite(a.reshape(len(a), -1))).any(1).sum()) if a.dtype.kind == "f" else 0
         if bad:
             raise UserError(f"data file {path}: array {key} has NaN or inf in {bad} of {len(a)} samples; "
                             "remove or fill them (every point's loss would be NaN)")
-    if len(arrays[xk]) != len(arrays[yk]):
-        raise UserError(f"data file {path}: {xk} has {len(arrays[xk])} samples but {yk} has {len(arrays[yk])}; "
-                        "give one target per sample")
 
 
 def _class_count(path: Path, ys: list[np.ndarray], num_classes: int) -> int:
@@ -183,27 +232,27 @@ def _class_count(path: Path, ys: list[np.ndarray], num_classes: int) -> int:
     return num_classes or hi + 1
 
 
-def tensors(path: str | Path, test_fraction: float = 0.2, seed: int = 0, num_classes: int = 0) -> Data:
-    """Arrays `x`, `y` (optionally `x_test`, `y_test`) from `.npz` or `.h5`; integer `y` means classes.
-
-    `num_classes` 0 infers the classes from the labels (0 .. max); every array is checked on load so that
-    a bad file stops the driver with one line instead of a worker with a traceback.
-    """
+def _tensors_file(path: str | Path, num_classes: Any) -> Path:
+    """The path of an existing tensors file, with `num_classes` checked (0, or a number of classes)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file {path} does not exist")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise UserError(f"data.num_classes is {num_classes!r}: use 0 (classes from the labels, or regression "
                         "for float y) or the number of classes")
+    return path
+
+
+def tensors(path: str | Path, test_fraction: float = 0.2, seed: int = 0, num_classes: int = 0) -> Data:
+    """Arrays `x`, `y` (optionally `x_test`, `y_test`) from `.npz` or `.h5`; integer `y` means classes.
+
+    `num_classes` 0 infers the classes from the labels (0 .. max); every array is checked on load so that
+    a bad file stops the driver with one line instead of a worker with a traceback.
+    """
+    path = _tensors_file(path, num_classes)
     arrays = _read_arrays(path)
-    if "x" not in arrays or "y" not in arrays:
-        raise UserError(f"data file {path} needs arrays 'x' and 'y' (has {sorted(arrays)})")
-    if ("x_test" in arrays) != ("y_test" in arrays):
-        raise UserError(f"data file {path} has {'x_test' if 'x_test' in arrays else 'y_test'} without "
-                        f"{'y_test' if 'x_test' in arrays else 'x_test'}: give both, or neither (test_fraction)")
-    pairs = [("x", "y")] + ([("x_test", "y_test")] if "x_test" in arrays else [])
-    for xk, yk in pairs:
-        _check_pair(path, arrays, xk, yk)
+    pairs = _pairs(path, {k: (a.shape, a.dtype) for k, a in arrays.items()})
+    _check_finite(path, {k: arrays[k] for pair in pairs for k in pair})
     num_classes = _class_count(path, [arrays[yk] for _, yk in pairs], num_classes)
     ytype = np.int64 if num_classes else np.float32
 
@@ -216,6 +265,42 @@ def tensors(path: str | Path, test_fraction: float = 0.2, seed: int = 0, num_cla
         tr, te = _seeded_split(len(arrays["y"]), test_fraction, seed)
         tr_split, te_split = split(arrays["x"][tr], arrays["y"][tr]), split(arrays["x"][te], arrays["y"][te])
     return Data(tr_split, te_split, num_classes)
+
+
+def tensors_sizes(path: str | Path, num_classes: int = 0) -> dict[str, int | None]:
+    """What a model needs to know about a tensors file, from its targets and the headers of its inputs (x is not
+    read, so a big file is not loaded twice): `num_classes` as `tensors` counts it (0: regression),
+    `in_channels` (C of images shaped (N, C, ...), None for vectors), `in_features` (values per sample) and
+    `out_features` (the classes, or the values of each float target)."""
+    path = _tensors_file(path, num_classes)
+    headers = _headers(path)
+    pairs = _pairs(path, headers)
+    ys = _read_arrays(path, [yk for _, yk in pairs])
+    _check_finite(path, ys)
+    classes = _class_count(path, [ys[yk] for _, yk in pairs], num_classes)
+    x = headers["x"][0]
+    return {"num_classes": classes, "in_channels": x[1] if len(x) >= 3 else None,
+            "in_features": math.prod(x[1:]), "out_features": classes or math.prod(ys["y"].shape[1:])}
+
+
+SIZES = ("num_classes", "in_channels", "in_features", "out_features")  # data.* keys the models take
+
+
+def _left_to_data(key: str, value: Any) -> bool:
+    """`num_classes` 0 (not `false`), any other size null: what the data decide."""
+    return value == 0 and type(value) is int if key == "num_classes" else value is None
+
+
+def inferred_sizes(spec: Mapping[str, Any]) -> dict[str, int]:
+    """The `data.*` sizes a spec leaves to the data (`num_classes` 0, the others null), as its file gives them:
+    only a tensors file has sizes to infer (the other loaders state theirs in conf/data/)."""
+    if spec.get("name") != "tensors":
+        return {}
+    unset = [k for k in SIZES if k in spec and _left_to_data(k, spec[k])]
+    if not unset:
+        return {}
+    sizes = tensors_sizes(spec["path"], spec.get("num_classes") or 0)
+    return {k: sizes[k] for k in unset if sizes[k] is not None}
 
 
 def synthetic(shape: tuple[int, ...] = (3, 32, 32), n_train: int = 512, n_test: int = 128,
@@ -263,7 +348,7 @@ def subset_leaves_out(splits: Mapping[str, Split], n: int | None) -> bool:
 
 
 LOADERS = {"digits": digits, "cifar10": cifar10, "tensors": tensors, "synthetic": synthetic}
-SPEC_ONLY = ("name", "split", "num_classes", "in_channels", "in_features", "out_features", "subset")
+SPEC_ONLY = ("name", "split", "subset", *SIZES)
 
 
 def load(spec: Mapping[str, Any]) -> Data:

@@ -11,6 +11,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from landscape import data
 from landscape.engine.options import VALUE_NEUTRAL
 from landscape.errors import UserError, first_line
 
@@ -23,7 +24,8 @@ VOLATILE = ("launcher", "plot", "run", "eval.device", "train.overwrite", *(f"eva
 
 
 def load(name: str, overrides: list[str]) -> dict[str, Any]:
-    """Compose `conf/<name>.yaml` with overrides and resolve every interpolation."""
+    """Compose `conf/<name>.yaml` with overrides, set the sizes left to the data, and resolve every interpolation
+    (`model.num_classes: ${data.num_classes}` then reads the inferred count, and the saved config records it)."""
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name=name, overrides=overrides)
@@ -31,6 +33,9 @@ def load(name: str, overrides: list[str]) -> dict[str, Any]:
         if missing:
             raise UserError(f"missing required setting: {', '.join(dict.fromkeys(missing))} "
                             f"(give it on the command line, e.g. {missing[0]}=...)")
+        if "data" in cfg:
+            for key, value in data.inferred_sizes(OmegaConf.to_container(cfg.data, resolve=True)).items():
+                cfg.data[key] = value
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(_unknown_choice(err) or _unknown_key(name, overrides, err) or first_line(err)) from err

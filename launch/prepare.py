@@ -127,12 +127,11 @@ def reopen(run: RunDir, s: RunSettings, key: str, digests: dict[str, str], overr
     """An existing run of the same values on the same inputs; run.yaml refreshed to the new way of running
     (nodes read it), except in a dry run."""
     if run.key != key:
-        diffs = differences(run.settings, s)
-        if diffs:
-            raise UserError(f"{run.path} holds a run of another configuration ({'; '.join(diffs)}); "
+        diffs, changed = differences(run.settings, s), inputs.changed(run.saved["inputs"], digests)
+        if diffs:  # a size read from a data file that changed since (data.num_classes) names the file too
+            raise UserError(f"{run.path} holds a run of another configuration ({'; '.join(diffs + changed)}); "
                             "use a new run.dir, or delete the old one to replace it")
-        why = inputs.changed(run.saved["inputs"], digests) or ["the engine's arithmetic changed since this run "
-                                                               "was created (another landscape version)"]
+        why = changed or ["the engine's arithmetic changed since this run was created (another landscape version)"]
         raise inputs.refusal(run.path, why)
     run.tiles  # noqa: B018 -- reads directions.h5: a broken run fails here, before run.yaml is touched
     changed = inputs.changed(inputs.recorded_directions(run), {str(run.directions_file): file_digest(run.directions_file)})

@@ -97,10 +97,14 @@ def test_closed_pipe_ends_quietly(full_run):
     assert proc.stderr == "" and proc.returncode == 1
 
 
-MISSING = {  # model settings wired to data.* left unset: one line naming the setting, from both commands
-    "mlp without data.out_features": (["model=mlp", "data.in_features=6"], "data.out_features is not set"),
-    "mlp without data.in_features": (["model=mlp", "data.out_features=3"], "data.in_features is not set"),
-    "cnn without classes": (["model=digits_cnn", "data.num_classes=null"], "data.num_classes is not set"),
+MISSING = {  # model settings wired to data.* left unset (where no tensors file gives them): one line naming the
+    # setting, from both commands
+    "mlp without data.out_features": (["model=mlp", "data=digits", "data.out_features=null"],
+                                      "data.out_features is not set"),
+    "mlp without data.in_features": (["model=mlp", "data=digits", "data.in_features=null"],
+                                     "data.in_features is not set"),
+    "cnn without classes": (["model=digits_cnn", "data=tensors", "data.num_classes=null"],
+                            "data.num_classes is not set"),
 }
 
 
@@ -109,7 +113,7 @@ def test_model_missing_a_size_names_the_setting(case, tmp_path, capsys):
     args, fragment = MISSING[case]
     x, y = np.random.default_rng(0).normal(size=(40, 6)), np.arange(40) % 3
     np.savez(tmp_path / "d.npz", x=x.reshape(40, 1, 6, 1).astype(np.float32) if "cnn" in case else x, y=y)
-    common = ["data=tensors", f"data.path={tmp_path / 'd.npz'}", *args]
+    common = [*args, *([f"data.path={tmp_path / 'd.npz'}"] if "data=tensors" in args else [])]
     rc = train.main([*common, "train.epochs=1", f"run.dir={tmp_path / 'train'}"])
     one_error_line(rc, capsys.readouterr().err, fragment)
     torch.save(torch.nn.Linear(1, 1).state_dict(), tmp_path / "c.pt")

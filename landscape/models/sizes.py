@@ -17,5 +17,9 @@ def data_size(value: Any, key: str) -> int:
 
 
 def classifier_sizes(num_classes: Any, in_channels: Any) -> tuple[int, int]:
-    """An image classifier's `num_classes` and `in_channels`, checked as `data_size` does."""
+    """An image classifier's `num_classes` and `in_channels`, checked as `data_size` does; 0 classes (what a tensors
+    file of float targets resolves to) is regression, which a classifier cannot do."""
+    if num_classes == 0 and not isinstance(num_classes, bool):
+        raise UserError("data.num_classes is 0 (regression: the targets y are floats), but this model is a "
+                        "classifier: store integer class labels 0 .. K-1 in y, or use model=mlp for regression")
     return data_size(num_classes, "num_classes"), data_size(in_channels, "in_channels")
