@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 import submitit
-from tqdm import tqdm
 
 from jobs.run import RunDir
 from jobs.tile import run_tiles
 from landscape.errors import UserError
+from ..progress import Progress
 from . import Backend, TaskPlan
 from .settings import Reader, Settings
 
@@ -130,25 +130,27 @@ def wait(run: RunDir, jobs: list[submitit.Job], tile_ids: list[int], poll_s: flo
     moved for `stall_s` while the scheduler reports no task queued or running (a lost job)."""
     points = {t.id: t.npoints for t in run.tiles}
     pending = set(tile_ids)
-    bar = tqdm(total=sum(points[i] for i in tile_ids), unit="pt", desc="surface", smoothing=0.1)
-    last_move = time.time()
-    while pending:
-        arrived = [t for t in pending if run.tile_file(run.tiles[t]).exists()]
-        for tid in arrived:
-            pending.discard(tid)
-            bar.update(points[tid])
-        states = [j.state.split()[0].upper() for j in jobs]
-        if arrived or any(s in ACTIVE for s in states):
-            last_move = time.time()
-        if not pending or all(j.done() for j in jobs) or time.time() - last_move > stall_s:
-            break
-        time.sleep(poll_s)
-    if pending:  # the scheduler's last word can precede the last tile file on a shared filesystem
-        time.sleep(poll_s)
-        for tid in [t for t in pending if run.tile_file(run.tiles[t]).exists()]:
-            pending.discard(tid)
-            bar.update(points[tid])
-    bar.close()
+
+    def arrived() -> list[int]:
+        """The pending tiles whose files exist now, counted as done."""
+        tids = [t for t in pending if run.tile_file(run.tiles[t]).exists()]
+        pending.difference_update(tids)
+        bar.update(sum(points[t] for t in tids))
+        return tids
+
+    with Progress(sum(points[i] for i in tile_ids), "surface") as bar:
+        last_move = time.time()
+        while pending:
+            moved = arrived()
+            states = [j.state.split()[0].upper() for j in jobs]
+            if moved or any(s in ACTIVE for s in states):
+                last_move = time.time()
+            if not pending or all(j.done() for j in jobs) or time.time() - last_move > stall_s:
+                break
+            time.sleep(poll_s)
+        if pending:  # the scheduler's last word can precede the last tile file on a shared filesystem
+            time.sleep(poll_s)
+            arrived()
     failed = [f"{j.job_id} {'raised' if failure == 'error' else failure}" for j in jobs
               for failure in [_failure(j)] if failure]
     if failed:

@@ -11,16 +11,16 @@ import queue
 import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
-from tqdm import tqdm
 
 from landscape.errors import whole_number
 from landscape.hardware import cpu_share
 
 from jobs.run import RunDir
 from jobs.tile import run_tiles
+from ..progress import Progress
 from . import Backend
 from .settings import Reader, Settings
 
@@ -94,15 +94,17 @@ def _stop(procs: list[mp.Process], grace: float = 10.0) -> None:
 def run(run: RunDir, tile_ids: list[int], settings: LocalSettings) -> None:
     """Compute the tiles here; progress is shown in points."""
     points = {t.id: t.npoints for t in run.tiles}
-    bar = tqdm(total=sum(points[i] for i in tile_ids), unit="pt", desc="surface", smoothing=0.1)
     envs = worker_envs(settings.workers)
-    if len(envs) == 1 and not torch.cuda.device_count():
-        os.environ.update(envs[0])
-        try:
+    with Progress(sum(points[i] for i in tile_ids), "surface") as bar:
+        if len(envs) == 1 and not torch.cuda.device_count():
+            os.environ.update(envs[0])
             run_tiles(str(run.path), tile_ids, on_done=lambda tid, sec: bar.update(points[tid]))
-        finally:
-            bar.close()
-        return
+        else:
+            _run_workers(run, tile_ids, envs, lambda tid: bar.update(points[tid]))
+
+
+def _run_workers(run: RunDir, tile_ids: list[int], envs: list[dict[str, str]], on_done: Callable[[int], None]) -> None:
+    """One spawned process per env, pulling tile ids from a queue; `on_done(tile_id)` here as each finishes."""
     ctx = mp.get_context("spawn")
     tasks, done = ctx.Queue(), ctx.Queue()
     for tid in tile_ids:
@@ -121,7 +123,7 @@ def run(run: RunDir, tile_ids: list[int], settings: LocalSettings) -> None:
                 tid = done.get(timeout=0.5)
             except queue.Empty:
                 continue
-            bar.update(points[tid])
+            on_done(tid)
             remaining -= 1
     except BaseException:
         _stop(procs)
@@ -129,7 +131,6 @@ def run(run: RunDir, tile_ids: list[int], settings: LocalSettings) -> None:
     finally:
         for p in procs:
             p.join()
-        bar.close()
 
 
 BACKEND = Backend(name="local", submits=False, workers_here=True, every_rank=False, computes=True, check=check, run=run)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from tqdm import tqdm
-
 from jobs.run import RunDir
+from ..progress import Progress
 from . import Backend
 from .settings import Settings, plain
 
@@ -30,10 +29,8 @@ def run(run: RunDir, tile_ids: list[int], settings: Settings) -> None:
 
     points = {t.id: t.npoints for t in run.tiles}
     rank = mpi.here()
-    bar = tqdm(total=sum(points[i] for i in tile_ids), unit="pt", desc=f"surface ({rank.comm.size} ranks)",
-               smoothing=0.1)
-    mpi.serve(rank, str(run.path), tile_ids, on_done=lambda tid, sec: bar.update(points[tid]))
-    bar.close()
+    with Progress(sum(points[i] for i in tile_ids), f"surface ({rank.comm.size} ranks)") as bar:
+        mpi.serve(rank, str(run.path), tile_ids, on_done=lambda tid, sec: bar.update(points[tid]))
 
 
 BACKEND = Backend(name="mpi", submits=False, workers_here=True, every_rank=True, computes=True, check=plain,
