@@ -155,7 +155,7 @@ def test_ctrl_c_is_one_line_and_the_rest_resumes(trained, tmp_path):
     out, err = proc.communicate(timeout=60)
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
     assert proc.returncode == 130 and "Traceback" not in err, err
-    assert [line for line in lines if not line.startswith("surface:")] == [lines[-1]], err  # tqdm's bar aside
+    assert [line for line in lines if not line.startswith("surface:")] == [lines[-1]], err  # progress lines aside
     assert lines[-1].startswith("interrupted: ") and lines[-1].endswith(
         " tiles done; run the same command again to compute only the rest"), err
     done = int(lines[-1].split()[1].split("/")[0])
