@@ -7,7 +7,7 @@ import pytest
 
 from conftest import cli, one_error_line
 from landscape.grid import Grid
-from landscape.plot import PlotOptions, figures_2d, scale
+from landscape.plot import PlotOptions, figures_2d, plot_surface_file, scale
 from landscape.surface import write_surface
 
 X = np.linspace(-1.0, 1.0, 9)
@@ -57,6 +57,16 @@ def test_wide_surface_drawn_on_log_scale_by_default(tmp_path):
     mesh, filled = heatmap_and_contourf(figs)
     assert mesh.colorbar.ax.get_ylabel() == "train_loss" and figs["contour"].axes[0].get_title() == "wide"
     assert filled.levels.max() >= 1e9
+
+
+def test_1d_losses_share_one_auto_scale(tmp_path):
+    x = np.linspace(-1, 1, 21)
+    arrays = {"train_loss": 10.0 ** (13 * np.abs(x) - 4), "test_loss": 1 + x**2, "train_acc": 90 - x**2,
+              "done": np.ones(x.shape, bool)}
+    write_surface(tmp_path / "s.h5", Grid(x), arrays, dir_file="", attrs={})
+    plot_surface_file(tmp_path / "s.h5", tmp_path, PlotOptions(formats=("svg",), dpi=40))
+    text = (tmp_path / "1d_loss_acc.svg").read_text()
+    assert "loss (log10, auto)" in text and "accuracy (%)" in text
 
 
 def test_vmin_vmax_shared_by_figures(tmp_path):
