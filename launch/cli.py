@@ -17,7 +17,7 @@ HELP_FLAGS = ("-h", "--help")
 Main = Callable[[list[str]], "int | None"]
 
 
-PATH_KEYS = ("checkpoint", "directions.start", "directions.checkpoints", "data.path", "data.root")
+PATH_KEYS = ("checkpoint", "directions.start", "directions.checkpoints", "data.path", "data.root", "plot.dir")
 # The conf/ file each command composes; landscape-status composes none (it takes a run directory only).
 CONFIGS = {"launch.surface": "surface", "launch.plots": "plot", "launch.train": "train"}
 

@@ -1,4 +1,5 @@
-"""`landscape-plot RUN_DIR plot.log_scale=true plot.clip=5`: redraw a run's plots, no recompute."""
+"""`landscape-plot RUN_DIR plot.log_scale=true plot.clip=5 plot.dir=RUN_DIR/plots-log`: redraw a run's plots,
+no recompute; every setting and its default is in conf/plot.yaml."""
 from __future__ import annotations
 
 import sys
@@ -11,7 +12,7 @@ from landscape.plot import PlotOptions, plot_surface_file
 from jobs.run import RunDir
 from jobs.settings import plot_options
 from . import config
-from .cli import positional_run_dir, user_errors
+from .cli import absolute_paths, positional_run_dir, user_errors
 
 
 def _anything_done(run: RunDir) -> bool:
@@ -24,22 +25,30 @@ def _anything_done(run: RunDir) -> bool:
                         f"with landscape-surface run.dir={run.path} launcher=none") from err
 
 
+def plots_dir(run: RunDir, opts: PlotOptions) -> Path:
+    """Where the run's figures go: plot.dir (absolute by now), else RUN_DIR/plots."""
+    return Path(opts.dir) if opts.dir else run.path / "plots"
+
+
 def draw(run: RunDir, opts: PlotOptions) -> list[Path]:
-    """Every plot of the run's surface file into `RUN_DIR/plots/`."""
+    """Every plot of the run's surface file into plots_dir; files of other names there are left alone."""
+    out = plots_dir(run, opts)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"plot.dir {out} is a file: name a folder (created if missing)")
     if not _anything_done(run):
         return []  # nothing computed yet: nothing to draw
-    return plot_surface_file(run.surface_file, run.path / "plots", opts)
+    return plot_surface_file(run.surface_file, out, opts)
 
 
 @user_errors
 def main(argv: list[str]) -> int:
-    cfg = config.load("plot", positional_run_dir(argv))
+    cfg = config.load("plot", absolute_paths(positional_run_dir(argv)))
     opts = plot_options(cfg["plot"])
     run = RunDir(Path(str(cfg["run"]["dir"])))
     if not run.surface_file.is_file():
         raise UserError(f"{run.surface_file} does not exist: run landscape-surface first")
     plots = draw(run, opts)
-    print(f"plots {run.path / 'plots'}: {', '.join(p.name for p in plots)}")
+    print(f"plots {plots_dir(run, opts)}: {', '.join(p.name for p in plots)}")
     return 0
 
 

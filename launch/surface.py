@@ -19,7 +19,7 @@ from . import backends, config, lock
 from .cli import user_errors, with_saved_overrides
 from .plan import dry_run
 from .prepare import prepare
-from .plots import draw
+from .plots import draw, plots_dir
 
 
 @user_errors
@@ -66,7 +66,7 @@ def drive(cfg: dict[str, Any], overrides: list[str], launcher: backends.Launcher
     print(f"surface {result.path}: {result.done}/{result.total} tiles ({time.perf_counter() - t0:.1f} s)")
     if result.nonfinite:
         print(f"warning: {result.nonfinite}")
-    print(f"plots   {run.path / 'plots'}: {', '.join(p.name for p in plots)}")
+    print(f"plots   {plots_dir(run, opts)}: {', '.join(p.name for p in plots)}")
     if result.done < result.total and not backend.computes:
         print(f"{result.total - result.done} tiles missing; launcher={backend.name} computes nothing")
     elif result.done < result.total:
