@@ -68,7 +68,8 @@ def _unknown_key(name: str, overrides: list[str], err: Exception) -> str | None:
     known += sorted({k.rsplit(".", n)[0] for k in known for n in range(1, k.count(".") + 1)})  # groups too
     close = difflib.get_close_matches(key, known, n=1)
     return (f"unknown setting {key}" + (f" (did you mean {close[0]}?)" if close else "")
-            + f": every key and its default is in conf/{name}.yaml and conf/<group>/; +{key}=... adds a new one")
+            + f": every key and its default is in conf/{name}.yaml and conf/<group>/ (+model.KEY=... passes a new "
+            "keyword to a model's factory)")
 
 
 def _missing_keys(cfg, prefix: str = "") -> list[str]:

@@ -143,6 +143,12 @@ def reopen(run: RunDir, s: RunSettings, key: str, digests: dict[str, str], overr
     return run
 
 
+def _stale(s: RunSettings) -> list[str]:
+    """The inputs of the run in run.dir (if one is there) that changed since it was created."""
+    run = RunDir(Path(s.run_dir)) if s.run_dir else None
+    return inputs.stale(run) if run is not None and run.config_file.is_file() else []
+
+
 @dataclass(frozen=True)
 class Read:
     """The driver's one read of the checkpoints a new run needs: the model at the centre, the line's start, and
@@ -177,7 +183,13 @@ def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = T
     """
     s = parse(cfg)
     check_device_here(s, workers_here, log)
-    read = read_inputs(s)
+    try:
+        read = read_inputs(s)
+    except UserError:  # an input changed under an existing run (a relabelled file): name it, not the symptom
+        stale = _stale(s)
+        if stale:
+            raise inputs.refusal(Path(s.run_dir), stale) from None
+        raise
     key = inputs.key(s, read.digests)
     run = RunDir(run_path(s, key))
     if run.config_file.is_file():

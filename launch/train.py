@@ -16,12 +16,14 @@ import torch
 import yaml
 
 from landscape import data
+from landscape.digest import file_digest
 from landscape.engine import check_model
 from landscape.errors import UserError
 from landscape.hardware import check_device, pick_device
 from landscape.spec import instantiate
 from landscape.train import RESUME, TrainConfig, check_data, resume_point, train
 
+from jobs import inputs
 from . import config
 from .cli import user_errors
 
@@ -43,12 +45,27 @@ def _written(ckpts: Path) -> list[Path]:
     return sorted(p for pattern in CHECKPOINT_GLOBS for p in ckpts.glob(pattern))
 
 
+def _saved(out: Path) -> dict[str, Any] | None:
+    saved_file = out / "train.yaml"
+    return yaml.safe_load(saved_file.read_text()) if saved_file.is_file() else None
+
+
 def _differences(out: Path, cfg: dict[str, Any]) -> list[str] | None:
     """Value-changing settings that differ from the training saved in `out` (None: no train.yaml there)."""
-    saved_file = out / "train.yaml"
-    if not saved_file.is_file():
+    saved = _saved(out)
+    if saved is None:
         return None
-    return config.differences(yaml.safe_load(saved_file.read_text()), cfg)  # train.overwrite is volatile
+    saved.pop("data_files", None)  # the data's digests: compared by _data_changed
+    return config.differences(saved, cfg)  # train.overwrite is volatile
+
+
+def _data_digests(cfg: dict[str, Any]) -> dict[str, str]:
+    return {str(p): file_digest(p) for p in data.files(cfg["data"])}
+
+
+def _data_changed(out: Path, cfg: dict[str, Any]) -> list[str]:
+    """The data files whose contents differ from those the training in `out` was trained on, in words."""
+    return inputs.changed((_saved(out) or {}).get("data_files") or {}, _data_digests(cfg))
 
 
 def start_epoch(out: Path, cfg: dict[str, Any], epochs: int) -> int | None:
@@ -62,6 +79,10 @@ def start_epoch(out: Path, cfg: dict[str, Any], epochs: int) -> int | None:
     if diffs is None:
         _refuse(ckpts, "a training of unknown configuration (no train.yaml)")
     done = resume_point(ckpts)
+    changed = _data_changed(out, cfg)
+    if changed:  # continuing on other data would make one trajectory of two data sets (PCA)
+        raise UserError(f"{'; '.join(changed)}: the checkpoints in {ckpts} were trained on the old contents; "
+                        "train.overwrite=true trains anew, or choose another run.dir")
     if any(not d.startswith("train.epochs:") for d in diffs):
         _refuse(ckpts, f"another training ({'; '.join(diffs)}); only train.epochs may change to continue it")
     if diffs and done is None:
@@ -89,7 +110,8 @@ def _start(out: Path, cfg: dict[str, Any], start: int) -> Path:
         if path.name not in kept:
             path.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    record = {**cfg, "data_files": _data_digests(cfg)}  # a continuation checks them
+    (out / "train.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
     return ckpts
 
 

@@ -172,3 +172,38 @@ def test_training_a_model_the_surface_refuses_is_warned_first(custom, tmp_path, 
     out = capsys.readouterr().out
     assert "warning: layer 2 (BatchNorm1d) has track_running_stats=False" in out
     assert "landscape-surface refuses such a model" in out
+
+
+def _digits_npz(path: Path, relabel: int = 10) -> Path:
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    np.savez(path, x=d.images[:300, None].astype(np.float32), y=d.target[:300] % relabel)
+    return path
+
+
+def test_continuing_a_training_on_changed_data_is_refused(tmp_path, capsys):
+    from launch import train
+    npz = _digits_npz(tmp_path / "d.npz")
+    args = ["model=digits_cnn", "data=tensors", f"data.path={npz}", f"run.dir={tmp_path / 't'}"]
+    assert train.main([*args, "train.epochs=1"]) == 0
+    np.savez(npz, x=np.load(npz)["x"] + 1, y=np.load(npz)["y"])  # same shapes, other contents
+    before = sorted((tmp_path / "t" / "checkpoints").iterdir())
+    capsys.readouterr()
+    rc = train.main([*args, "train.epochs=2"])
+    one_error_line(rc, capsys.readouterr().err, f"{npz} changed since this run was created")
+    assert sorted((tmp_path / "t" / "checkpoints").iterdir()) == before
+
+
+def test_a_relabelled_data_file_is_named_not_blamed_on_the_checkpoint(tmp_path, capsys):
+    from launch import train
+    npz = _digits_npz(tmp_path / "d.npz")
+    model = ["model=digits_cnn", "data=tensors", f"data.path={npz}"]
+    assert train.main([*model, "train.epochs=1", f"run.dir={tmp_path / 't'}"]) == 0
+    args = [*model, f"checkpoint={tmp_path / 't' / 'checkpoints' / 'last.pt'}", "grid.resolution=3",
+            "grid.tile=3", "launcher=none", f"run.dir={tmp_path / 'run'}"]
+    assert _surface(capsys, *args)[0] == 0
+    _digits_npz(npz, relabel=7)  # 7 classes now: the inferred model no longer fits the checkpoint
+    for again in (args, [f"run.dir={tmp_path / 'run'}"]):
+        rc, _, err = _surface(capsys, *again)
+        line = one_error_line(rc, err, f"{npz} changed since this run was created")
+        assert "does not fit" not in line
