@@ -76,7 +76,7 @@ write() {
 netns() {
     [[ -e /run/netns/$ns ]] || ip netns add "$ns"
     ip -n "$ns" link set lo up
-    ip -n "$ns" addr show dev lo | grep -q " $addr/32 " || ip -n "$ns" addr add "$addr/32" dev lo
+    [[ $(ip -n "$ns" addr show dev lo) == *" $addr/32 "* ]] || ip -n "$ns" addr add "$addr/32" dev lo
     mkdir -p "/etc/netns/$ns"
     # Bind-mounted over /etc/hosts inside the namespace only; the mom resolves $(hostname).
     write "/etc/netns/$ns/hosts" <<EOF || true
@@ -98,12 +98,14 @@ PBS_HOME=$spool
 PBS_MOM_NODE_NAME=pbshost
 PBS_LEAF_NAME=pbshost
 EOF
-    # usecp: copy .o/.e files locally (no sshd); check_poll: walltime checked every 1-2 s.
+    # usecp: copy .o/.e files locally (no sshd); check_poll: walltime checked every 1-2 s;
+    # restrict_user_maxsysid: what the init script appends at each start (else: a change).
     write $spool/mom_priv/config <<EOF && changed=0
 \$clienthost pbshost
 \$usecp *:/ /
 \$min_check_poll 1
 \$max_check_poll 2
+\$restrict_user_maxsysid 999
 EOF
     # Let the scheduler schedule the site-defined ngpus resource.
     if ! grep -q '^resources:.*ngpus' $spool/sched_priv/sched_config; then
@@ -115,7 +117,11 @@ EOF
 
 server_up() { in_ns /opt/pbs/bin/qstat -B >/dev/null 2>&1; }
 node_ready() { in_ns /opt/pbs/bin/pbsnodes pbshost 2>/dev/null | grep -Eq 'state = (free|job-busy)$'; }
-daemons_up() { [[ $(in_ns /etc/init.d/pbs status 2>&1 | grep -c 'is pid') -ge 4 ]]; }
+daemons_up() {  # server, mom, sched and comm all alive (by their lock files' pids)
+    local s
+    s=$(in_ns /etc/init.d/pbs status 2>&1) || return 1
+    [[ $s == *"pbs_server is pid"* && $s != *"not running"* ]]
+}
 
 up() {
     [[ -f $built ]] || build
@@ -124,7 +130,7 @@ up() {
         echo "pbs.sh: configuration changed: restarting"
         in_ns /etc/init.d/pbs stop >/dev/null 2>&1 || true
     fi
-    if ! daemons_up || ! server_up; then
+    if ! daemons_up; then  # starts only the missing ones
         in_ns /etc/init.d/pbs start >/dev/null 2>&1 || true
         wait_for 60 "pbs_server" server_up || {
             echo "pbs.sh: server did not start; after a failed first start wipe $spool and rerun" >&2
