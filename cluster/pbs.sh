@@ -24,9 +24,11 @@ in_ns() { ip netns exec "$ns" "$@" 9>&-; }
 qmgr() { in_ns /opt/pbs/bin/qmgr -c "$1"; }
 
 build() {
-    local tarball=${LANDSCAPE_OPENPBS_TARBALL:-$here/../../shared/vendor/openpbs-23.06.06.tar.gz}
+    local vendored tarball
+    vendored=$(realpath -m "$here/../../shared/vendor/openpbs-23.06.06.tar.gz")
+    for tarball in "${LANDSCAPE_OPENPBS_TARBALL:-}" "$vendored"; do [[ -f $tarball ]] && break; done
     if [[ ! -f $tarball ]]; then
-        echo "pbs.sh: skip: OpenPBS is not built and there is no source (\$LANDSCAPE_OPENPBS_TARBALL or $tarball)"
+        echo "pbs.sh: skip: OpenPBS is not built, and neither \$LANDSCAPE_OPENPBS_TARBALL nor $vendored exists"
         exit 3
     fi
     # Minutes of build: let Slurm's up.sh/down.sh run meanwhile, but one build at a time.
