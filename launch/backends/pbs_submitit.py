@@ -62,11 +62,14 @@ def mem_string(gb: float) -> str:
     return f"{int(gb)}gb" if gb == int(gb) else f"{int(gb * 1024)}mb"
 
 
-@functools.lru_cache()
 def slurm_wrapper() -> bool:
-    """True when `qstat` is Debian's slurm-wlm-torque Perl wrapper: no `-t`/`-F json`, raw Slurm ids,
-    no exit status. Status then comes from Slurm's own accounting."""
-    path = shutil.which("qstat")
+    """True when `qstat` (the one on PATH now) is Debian's slurm-wlm-torque Perl wrapper: no `-t`/`-F json`,
+    raw Slurm ids, no exit status. Status then comes from Slurm's own accounting."""
+    return _is_slurm_wrapper(shutil.which("qstat"))
+
+
+@functools.lru_cache()
+def _is_slurm_wrapper(path: str | None) -> bool:
     try:
         return bool(path) and b"use Slurm" in Path(path).read_bytes()[:8192]  # type: ignore[arg-type]
     except OSError:
