@@ -89,29 +89,34 @@ def refusal(run_path: Path, changes: list[str]) -> UserError:
                      f"or delete {run_path} to replace it")
 
 
-def recorded_directions(run: RunDir) -> dict[str, str]:
-    """The directions file's digest as the run recorded it, keyed by its path like the other inputs."""
-    return {str(run.directions_file): run.saved["directions"]}
+def worker_reads(run: RunDir) -> list[Path]:
+    """The inputs a worker reads: the checkpoint at the origin, the data files, the model's sources and the
+    directions file (not a PCA trajectory: the directions hold it)."""
+    s = run.settings
+    return [Path(s.origin), *data.files(s.data.spec()), *s.model.source_files(), run.directions_file]
+
+
+def changed_now(run: RunDir, files: list[Path], known: Mapping[str, str] | None = None) -> list[str]:
+    """Which of `files` differ now from the digests the run recorded (`known`: digests already computed while
+    reading), in words; files the run did not record are not compared."""
+    recorded = {**run.saved["inputs"], str(run.directions_file): run.saved["directions"]}
+    now = {str(p): (known or {}).get(str(p)) or (file_digest(p) if p.is_file() else "<missing>")
+           for p in files if str(p) in recorded}
+    return changed({p: recorded[p] for p in now}, now)
 
 
 def stale(run: RunDir) -> list[str]:
-    """Which recorded inputs (and the directions file) differ now, in words: what `landscape-status` says."""
-    recorded = {**run.saved["inputs"], **recorded_directions(run)}
-    now = {p: file_digest(p) if Path(p).is_file() else "<missing>" for p in recorded}
-    return changed(recorded, now)
+    """What `landscape-status` says of a run whose inputs changed: the files a worker would read (the PCA
+    trajectory is not hashed again here, at every status; the driver checks it on resume)."""
+    return changed_now(run, worker_reads(run))
 
 
-def check_unchanged(recorded: Mapping[str, str], files: list[Path], what: str,
-                    known: Mapping[str, str] | None = None) -> None:
-    """Refuse to compute on an input whose contents changed since the run recorded it (one line); `known`:
-    digests already computed while reading."""
-    for path in files:
-        old = recorded.get(str(path))
-        if old is None:
-            continue
-        new = (known or {}).get(str(path)) or (file_digest(path) if path.is_file() else "<missing>")
-        if new != old:
-            raise UserError(f"{_changed(path, old, new)}: {what}; restore it, or start a new run.dir")
+def check_unchanged(run: RunDir, known: Mapping[str, str]) -> None:
+    """A worker computes nothing on inputs that changed since the run recorded them (a queued array task)."""
+    changes = changed_now(run, worker_reads(run), known)
+    if changes:
+        raise UserError(f"{changes[0]}: this worker computes nothing (tiles of other inputs would mix into the "
+                        "run); restore it, or start a new run.dir")
 
 
 def _changed(path: str | Path, old: str, new: str) -> str:

@@ -44,10 +44,7 @@ def build_worker(run: RunDir, device: torch.device | None = None, cache_dir: Pat
     s = run.settings
     model = instantiate(s.model.spec())
     origin, digest = checkpoint.load_with_digest(s.origin)  # loaded and hashed in one read
-    read = [Path(s.origin), *data.files(s.data.spec())]
-    why = "this worker computes nothing (tiles of other inputs would mix into the run)"
-    inputs.check_unchanged(run.saved["inputs"], read + s.model.source_files(), why, {str(Path(s.origin)): digest})
-    inputs.check_unchanged(inputs.recorded_directions(run), [run.directions_file], why)
+    inputs.check_unchanged(run, known={str(Path(s.origin)): digest})
     checkpoint.put_into(model, origin, s.origin, s.model.name)
     names = [n for n, _ in model.named_parameters()]
     dataset = data.load(s.data.spec())

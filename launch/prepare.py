@@ -134,7 +134,7 @@ def reopen(run: RunDir, s: RunSettings, key: str, digests: dict[str, str], overr
         why = changed or ["the engine's arithmetic changed since this run was created (another landscape version)"]
         raise inputs.refusal(run.path, why)
     run.tiles  # noqa: B018 -- reads directions.h5: a broken run fails here, before run.yaml is touched
-    changed = inputs.changed(inputs.recorded_directions(run), {str(run.directions_file): file_digest(run.directions_file)})
+    changed = inputs.changed_now(run, [run.directions_file])
     if changed:
         raise inputs.refusal(run.path, changed)
     if run.config != cfg and not dry_run:

@@ -26,8 +26,7 @@ from .plots import draw, plots_dir
 def main(argv: list[str]) -> int:
     overrides = with_saved_overrides(argv)
     cfg = config.load("surface", overrides)
-    backends.started_as(str(cfg["launcher"]["name"]))
-    launcher = backends.check(cfg["launcher"])  # every launcher.* key, before anything starts (MPI included)
+    launcher = backends.check(cfg["launcher"])
     if launcher.backend.every_rank:  # every rank runs this command: rank 0 drives, the others compute
         return launcher.backend.ranks(lambda: drive(cfg, overrides, launcher))
     return drive(cfg, overrides, launcher)

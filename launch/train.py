@@ -16,7 +16,6 @@ import torch
 import yaml
 
 from landscape import data
-from landscape.digest import file_digest
 from landscape.engine import check_model
 from landscape.errors import UserError
 from landscape.hardware import check_device, pick_device
@@ -59,13 +58,9 @@ def _differences(out: Path, cfg: dict[str, Any]) -> list[str] | None:
     return config.differences(saved, cfg)  # train.overwrite is volatile
 
 
-def _data_digests(cfg: dict[str, Any]) -> dict[str, str]:
-    return {str(p): file_digest(p) for p in data.files(cfg["data"])}
-
-
 def _data_changed(out: Path, cfg: dict[str, Any]) -> list[str]:
     """The data files whose contents differ from those the training in `out` was trained on, in words."""
-    return inputs.changed((_saved(out) or {}).get("data_files") or {}, _data_digests(cfg))
+    return inputs.changed((_saved(out) or {}).get("data_files") or {}, inputs.digests(data.files(cfg["data"]), {}))
 
 
 def start_epoch(out: Path, cfg: dict[str, Any], epochs: int) -> int | None:
@@ -110,7 +105,7 @@ def _start(out: Path, cfg: dict[str, Any], start: int) -> Path:
         if path.name not in kept:
             path.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    record = {**cfg, "data_files": _data_digests(cfg)}  # a continuation checks them
+    record = {**cfg, "data_files": inputs.digests(data.files(cfg["data"]), {})}  # a continuation checks them
     (out / "train.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
     return ckpts
 

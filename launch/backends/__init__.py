@@ -76,18 +76,13 @@ def get(name: str) -> Backend:
 
 
 def check(launcher: Mapping[str, Any]) -> Launcher:
-    """launcher.* parsed and checked, every key, before anything is written."""
+    """launcher.* parsed and checked, every key, before anything is written or started (MPI included); refused
+    where the command was started as several MPI ranks but the backend runs once per command (every rank
+    would compute the whole surface)."""
     backend = get(str(launcher.get("name")))
-    return Launcher(backend, backend.check(launcher))
-
-
-def started_as(name: str) -> Backend:
-    """The chosen backend, refused where the command was started as several MPI ranks but the backend runs
-    once per command (every rank would compute the whole surface)."""
-    backend = get(name)
     ranks = max(int(os.environ.get(v, "1") or 1) for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE"))
     if ranks > 1 and not backend.every_rank:
         every_rank = [f"launcher={n}" for n in names() if get(n).every_rank]
         raise UserError(f"started as {ranks} MPI ranks but launcher={backend.name} runs once per command: every "
                         f"rank would compute the whole surface; use {' or '.join(every_rank)}")
-    return backend
+    return Launcher(backend, backend.check(launcher))
