@@ -1,6 +1,7 @@
 #!/bin/bash
 # Install (if needed) and start a single-node Slurm with accounting (slurmdbd
-# + MariaDB), Open MPI and Debian's PBS-style qsub wrappers. Idempotent: a
+# + MariaDB), Open MPI and Debian's PBS-style qsub wrappers, then a real
+# OpenPBS server beside it (pbs.sh: built once, about 4-10 min). Idempotent: a
 # second run only checks, and restarts a daemon only if its config changed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -139,3 +140,13 @@ wait_for 60 "sacct" sacct -n -X || tail_log /var/log/slurm/slurmdbd.log
 
 ompi=$(mpirun --version 2>/dev/null | head -n1 | awk '{print $NF}')
 echo "cluster up: slurm $(sinfo -V | awk '{print $2}') (partition debug, 8 cpus), slurmdbd, openmpi $ompi, qsub wrappers"
+
+# --- OpenPBS beside it (its own lock for the build; exit 3: no source to build from) ---
+exec 9>&-
+rc=0
+bash "$here/pbs.sh" up || rc=$?
+if ((rc == 3)) && [[ ${LANDSCAPE_REQUIRE_CLUSTER:-0} != 1 ]]; then
+    echo "up.sh: the real-PBS tests will be skipped (no OpenPBS)"
+elif ((rc != 0)); then
+    exit "$rc"
+fi

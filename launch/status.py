@@ -94,7 +94,7 @@ def summary(run: RunDir) -> str:
              f"{len(reasons) - len(running) - len(queued) - len(failed)} missing, {len(tiles)} total  "
              f"({done_points}/{total_points} points)"]
     for tid, (state, log) in list(failed.items())[:10]:
-        lines.append(f"  tile {tid}: {state}" + (f"  log: {log}" if log else ""))
+        lines.append(f"  tile {tid}: {arrays.meaning(state)}" + (f"  log: {log}" if log else ""))
     for tid, why in [(t, w) for t, w in reasons.items() if w != "missing"][:10]:
         lines.append(f"  tile {tid}: {why} (will be recomputed)")
     if nonfinite := nonfinite_line(run, done):

@@ -70,12 +70,14 @@ def test_each_conf_key_is_a_checked_setting(name):
     assert set(vars(launcher.settings)) == set(conf(name)) - {"name"}
 
 
-def test_time_limits_read_as_minutes_rounded_up():
-    def minutes(name: str, key: str, value) -> int:
+def test_time_limits_read_as_minutes_rounded_up_except_pbs_seconds():
+    def minutes(name: str, key: str, value) -> float:
         return getattr(backends.check({**conf(name), key: value}).settings, key)
 
     assert minutes("slurm", "time", 90) == minutes("slurm", "time", "90") == minutes("slurm", "time", "1:30") == 90
-    assert minutes("pbs", "walltime", "1:30:01") == 91 and minutes("pbs", "walltime", "0:00:30") == 1
+    assert minutes("slurm", "time", "1:30:01") == 91 and minutes("slurm", "time", "0:00:30") == 1
+    assert minutes("pbs", "walltime", "1:30:30") == 90.5 and minutes("pbs", "walltime", "0:00:30") == 0.5
+    assert minutes("pbs", "walltime", 90) == 90
 
 
 CAPABILITIES = {  # name: (submits, workers_here, every_rank, computes)

@@ -117,8 +117,9 @@ def test_job_names_are_sanitised():
 
 def test_launcher_config_maps_to_executor_parameters():
     cfg = {**DEFAULTS, "walltime": "1:30:20", "mem_gb": 0.5, "gpus_per_task": 1, "parallelism": 4}
-    assert params(cfg) == {"flavor": "pro", "job_name": "landscape", "walltime": 91, "ncpus": 1, "ngpus": 1,
+    assert params(cfg) == {"flavor": "pro", "job_name": "landscape", "walltime": 90 + 20 / 60, "ncpus": 1, "ngpus": 1,
                            "mem": "512mb", "array_parallelism": 4, "setup": [], "env": {}, "directives": []}
+    assert "#PBS -l walltime=01:30:20" in _make_qsub_string("x", "/f", **params(cfg))  # PBS keeps the seconds
     with pytest.raises(UserError, match="flavor"):
         params({**DEFAULTS, "flavor": "lsf"})
 

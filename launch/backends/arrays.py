@@ -27,6 +27,14 @@ from .settings import Reader, Settings
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "READY", "CONFIGURING", "SUSPENDED", "QUEUED"}
 FAILED = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 RECORDS = "submissions.jsonl"
+MEANING = {"TIMEOUT": "killed at its time limit", "CANCELLED": "cancelled (qdel, scancel)",
+           "OUT_OF_MEMORY": "killed: out of memory", "NODE_FAIL": "lost with its node", "PREEMPTED": "preempted",
+           "FAILED": "failed"}
+
+
+def meaning(state: str) -> str:
+    """A scheduler's state word as a researcher reads it: `TIMEOUT` -> `killed at its time limit (TIMEOUT)`."""
+    return f"{MEANING[state]} ({state})" if state in MEANING else state
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,9 @@ def wait(run: RunDir, jobs: list[submitit.Job], tile_ids: list[int], poll_s: flo
     if failed:
         print(f"{len(failed)} array tasks failed ({', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}); "
               f"landscape-status {run.path} shows their logs")
+        if any(f.endswith("TIMEOUT") for f in failed):
+            print("tasks killed at their time limit lost only their unfinished tiles: give the launcher a longer "
+                  "time limit (or fewer tiles_per_task) and run the same command again")
     elif pending:
         print(f"{len(pending)} tiles were not written and no task reports a failure; "
               f"landscape-status {run.path} shows what the scheduler says")

@@ -21,7 +21,7 @@ from .settings import Reader
 class PbsSettings(arrays.ArraySettings):
     flavor: str                  # pro (PBS Pro / OpenPBS) or torque
     queue: str | None
-    walltime: int                # minutes per array task
+    walltime: float              # minutes per array task (H:MM:SS kept to the second)
     select: str | None           # pro only: the whole select statement
     env: dict[str, Any]          # variables exported in the job script
     extra: tuple[str, ...]       # more directives, each written as "#PBS <entry>"
@@ -31,7 +31,7 @@ def check(values: Mapping[str, Any]) -> PbsSettings:
     """Every launcher.* key of conf/launcher/pbs.yaml, checked."""
     read = Reader(values, PbsSettings)
     settings = PbsSettings(**arrays.read_settings(read), flavor=read.choice("flavor", FLAVORS),
-                           queue=read.text("queue"), walltime=read.minutes("walltime"), select=read.text("select"),
+                           queue=read.text("queue"), walltime=read.minutes("walltime", seconds=True), select=read.text("select"),
                            env=read.table("env"), extra=read.lines("extra"))
     if settings.select and settings.flavor != "pro":
         raise UserError(f"launcher.select is for flavor=pro only: Torque has no select statement; use "

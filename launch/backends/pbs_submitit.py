@@ -52,9 +52,10 @@ def sanitise_job_name(name: str, limit: int = 15) -> str:
     return (clean if clean[:1].isalpha() else "j" + clean)[:limit]
 
 
-def hms(minutes: int) -> str:
-    """Walltime: 90 (minutes) -> `01:30:00`."""
-    return f"{int(minutes) // 60:02d}:{int(minutes) % 60:02d}:00"
+def hms(minutes: float) -> str:
+    """Walltime: 90 (minutes) -> `01:30:00`; 0.1 -> `00:00:06`."""
+    seconds = round(float(minutes) * 60)
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def mem_string(gb: float) -> str:
@@ -85,8 +86,11 @@ _KILLED = {"pro": {-29: "TIMEOUT", -28: "TIMEOUT", -27: "OUT_OF_MEMORY", -26: "O
            "torque": {-11: "TIMEOUT", -12: "TIMEOUT", -10: "OUT_OF_MEMORY"}}
 
 
-def state_word(code: str, exit_status: tp.Optional[tp.Union[int, str]], flavor: str) -> str:
-    """A PBS state letter (and exit status once finished) as the state word Slurm would give."""
+def state_word(code: str, exit_status: tp.Optional[tp.Union[int, str]], flavor: str, comment: str = "") -> str:
+    """A PBS state letter (and exit status and comment once finished) as the state word Slurm would give.
+
+    OpenPBS 23.06 gives a deleted subjob `Exit_status` 0 (running when deleted: comment "... terminated by
+    user@host"; never ran: "Subjob finished"): only the comment tells it from a success."""
     code = (code or "?").strip()[:1].upper()
     if code in _ACTIVE:
         return _ACTIVE[code]
@@ -95,17 +99,19 @@ def state_word(code: str, exit_status: tp.Optional[tp.Union[int, str]], flavor: 
     if exit_status is None or str(exit_status).strip() == "":
         return "CANCELLED"  # PBS Pro: "job was deleted before execution"
     status = int(exit_status)
-    if status == 0:
-        return "COMPLETED"
     if status in _KILLED[flavor]:
         return _KILLED[flavor][status]
+    if " terminated" in comment or comment.startswith("Subjob finished"):
+        return "CANCELLED"
+    if status == 0:
+        return "COMPLETED"
     return "CANCELLED" if status >= 256 else "FAILED"  # >= 256: the job shell was killed by signal (qdel)
 
 
 def _indices(spec: str) -> tp.List[int]:
-    """`0-3,7,10-20:5` -> [0, 1, 2, 3, 7, 10, 15, 20]."""
+    """`0-3,7,10-20:5` -> [0, 1, 2, 3, 7, 10, 15, 20]; OpenPBS's `-` (none remaining) -> []."""
     out: tp.List[int] = []
-    for part in filter(None, spec.replace(" ", "").split(",")):
+    for part in filter(None, spec.replace(" ", "").strip("-").split(",")):
         rng, _, step = part.partition(":")
         lo, _, hi = rng.partition("-")
         out += range(int(lo), int(hi or lo) + 1, int(step or 1))
@@ -120,7 +126,8 @@ def parse_pro_json(text: str) -> tp.Dict[str, str]:
     jobs = json.loads(text or "{}").get("Jobs", {}) if (text or "").strip() else {}
     states: tp.Dict[str, str] = {}
     for raw_id, attrs in jobs.items():
-        states[normalise_job_id(raw_id)] = state_word(attrs.get("job_state", "?"), attrs.get("Exit_status"), "pro")
+        states[normalise_job_id(raw_id)] = state_word(attrs.get("job_state", "?"), attrs.get("Exit_status"), "pro",
+                                                      str(attrs.get("comment") or ""))
     for raw_id, attrs in jobs.items():
         if str(attrs.get("array", "")).lower() == "true" and attrs.get("job_state") in ("Q", "B", "H"):
             base = normalise_job_id(raw_id)
@@ -145,17 +152,21 @@ def parse_torque_full(text: str) -> tp.Dict[str, str]:
 
 
 def pbs_targets(job_ids: tp.Iterable[str]) -> tp.List[str]:
-    """Normalised ids -> what to ask qstat about: `1234_5` -> its array `1234[]`; a plain `99` -> `99`."""
-    return sorted({f"{i.split('_')[0]}[]" if "_" in i else i for i in job_ids})
+    """Normalised ids -> what to ask qstat about: `1234_5` -> its array `1234[]` (which also answers for the
+    array's own id `1234`, as submitit registers it); a plain `99` -> `99`."""
+    arrays = {i.split("_")[0] for i in job_ids if "_" in i}
+    return sorted({f"{i.split('_')[0]}[]" if "_" in i else i for i in job_ids if i not in arrays} |
+                  {f"{a}[]" for a in arrays})
 
 
 def qstat_command(flavor: str, targets: tp.List[str]) -> tp.List[str]:
-    """The status query (`-x`: finished jobs too, where job history is on); under Slurm's wrapper, sacct."""
+    """The status query (`-x`: finished jobs too, where job history is on); under Slurm's wrapper, sacct.
+    qstat exits 153 when one of several ids is unknown (a plain job gone from history), yet prints the
+    others: that exit status is not a failure."""
     if slurm_wrapper():
         return ["sacct", "-o", "JobID,State", "--parsable2", *[a for t in targets for a in ("-j", t.strip("[]"))]]
-    if flavor == "pro":
-        return ["qstat", "-f", "-F", "json", "-x", "-t", *targets]
-    return ["qstat", "-f", "-t", *targets]
+    query = ["qstat", "-f", "-F", "json", "-x", "-t"] if flavor == "pro" else ["qstat", "-f", "-t"]
+    return ["sh", "-c", '"$@" || [ $? = 153 ]', "qstat", *query, *targets]
 
 
 def parse_status(flavor: str, text: str) -> tp.Dict[str, str]:
@@ -352,7 +363,7 @@ def _default_parameters() -> tp.Dict[str, tp.Any]:
 
 def _make_qsub_string(command: str, folder: tp.Union[str, Path], *, flavor: str = "pro",
                       job_name: str = "submitit", queue: tp.Optional[str] = None,
-                      account: tp.Optional[str] = None, walltime: int = 60, nodes: int = 1,
+                      account: tp.Optional[str] = None, walltime: float = 60, nodes: int = 1,
                       ncpus: int = 1, ngpus: int = 0, mem: tp.Optional[str] = None,
                       tasks_per_node: int = 1, select: tp.Optional[str] = None,
                       array_parallelism: tp.Optional[int] = None, setup: tp.Optional[tp.List[str]] = None,

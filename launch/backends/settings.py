@@ -101,15 +101,16 @@ class Reader:
                             f"e.g. 'launcher.{key}={{name: value}}'")
         return dict(value)
 
-    def minutes(self, key: str) -> int:
-        """A time limit: whole minutes, or `H:MM` / `H:MM:SS` rounded up to the minute; at least 1 minute."""
+    def minutes(self, key: str, seconds: bool = False) -> float:
+        """A time limit: whole minutes, or `H:MM` / `H:MM:SS` rounded up to the minute (kept to the second,
+        as a fraction of a minute, with `seconds`: PBS takes walltimes in seconds); at least 1 second."""
         value = self.value(key)
         plain = isinstance(value, (str, numbers.Integral)) and not isinstance(value, bool)
         match = _TIME.fullmatch(str(value).strip()) if plain else None
         if match:
-            first, mm, ss = int(match[1]), match[2], match[3]
-            total = first if mm is None else first * 60 + int(mm) + (1 if ss and int(ss) else 0)
-            if total >= 1:
+            first, mm, ss = int(match[1]), match[2], int(match[3] or 0)
+            total = first if mm is None else first * 60 + int(mm) + (ss / 60 if seconds else 1 if ss else 0)
+            if total > 0:
                 return total
         raise UserError(f"launcher.{key} is {value!r}: use minutes (a whole number of 1 or more) or H:MM:SS")
 
