@@ -122,6 +122,15 @@ def test_folder_loads_in_imagefolder_order_as_uint8_memory_map(folder):
     assert str(folder) in s.source and "3 class folders" in s.source and "centre crop 10" in s.source
 
 
+def test_sizes_for_the_model_come_from_the_folder_and_the_transform(folder):
+    spec = {"name": "imagefolder", "root": str(folder), "split": "train", **SMALL, "num_classes": 0,
+            "in_channels": 3, "in_features": None, "out_features": None}
+    assert data.inferred_sizes(spec) == {"num_classes": 3, "in_features": 300, "out_features": 3}
+    assert data.inferred_sizes({**spec, "transform": "asis", "resize": None, "crop": None})["in_features"] == \
+        3 * 29 * 37  # no crop: the first image's size (cat/00.png is 37x29)
+    assert not (folder / ".landscape-cache").exists()  # sizes are read without decoding
+
+
 def test_corrupt_and_too_small_images_are_one_line_naming_the_file(folder):
     bad = folder / "emu" / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
