@@ -44,7 +44,6 @@ def build_worker(run: RunDir, device: torch.device | None = None, cache_dir: Pat
     s = run.settings
     model = instantiate(s.model.spec())
     origin, digest = checkpoint.load_with_digest(s.origin)  # loaded and hashed in one read
-    data.ready(s.data.spec())  # an image folder's cache: reused, or decoded by one task while the others wait
     inputs.check_unchanged(run, known={str(Path(s.origin)): digest})
     checkpoint.put_into(model, origin, s.origin, s.model.name)
     names = [n for n, _ in model.named_parameters()]

@@ -15,13 +15,16 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from conftest import REPO, cli, one_error_line, read_surface
+from jobs.run import RunDir
+from jobs.tile import build_worker
 from landscape import data, imagefolder
 from landscape.errors import UserError
 from landscape.images import IMAGENET_MEAN, Transform, decode
-from landscape.models import digits_cnn
+from landscape.models import digits_cnn, mlp
 
 SMALL = {"transform": "cifar", "resize": 12, "crop": 10, "workers": 1}  # tiny images decode in milliseconds
 SIZES = [(37, 29), (50, 41), (23, 31), (64, 17), (29, 29), (41, 55)]  # (w, h): landscape, portrait, square
@@ -204,11 +207,9 @@ def test_two_processes_building_one_cache_at_once_build_it_once(tmp_path):
         fcntl.flock(lock, fcntl.LOCK_EX)
         procs = [subprocess.Popen([sys.executable, "-c", BUILDER, str(folder)], env=env, stderr=subprocess.PIPE,
                                   text=True) for _ in range(2)]
-        waiting = tmp_path / "never"
         for p in procs:  # each says it waits before the lock is given up
             line = p.stderr.readline()
             assert "waiting for another process decoding" in line, line
-        del waiting
         fcntl.flock(lock, fcntl.LOCK_UN)
     errs = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
@@ -286,13 +287,19 @@ def test_surface_on_an_image_folder_centres_on_plain_pytorch_evaluation(folder, 
     assert surf["train_loss"][1, 1] == pytest.approx(want, rel=1e-6)
     with h5py.File(tmp_path / "run" / "surface.h5", "r") as f:
         assert f["train_loss"].shape == (3, 3)
-    import yaml
     inputs = yaml.safe_load((tmp_path / "run" / "run.yaml").read_text())["inputs"]
     assert any(p.endswith(".npy") and ".landscape-cache" in p for p in inputs)  # the cache's digest is recorded
     again = cli("landscape-surface", "model=digits_cnn", "model.width=4", "data=imagefolder", f"data.root={folder}",
                 "data.transform=cifar", "data.resize=12", "data.crop=10", "data.workers=1",
                 f"checkpoint={tmp_path / 'w.pt'}", "grid.resolution=3", f"run.dir={tmp_path / 'run'}")
     assert "0 to compute" in again.stdout  # data.workers is how to decode, not what: the same run
+    assert "changed" not in cli("landscape-status", str(tmp_path / "run")).stdout
+    os.utime(folder / "emu" / "01.jpg", ns=(1, 1))  # an image changed since: the run's cache is no longer the data
+    status = cli("landscape-status", str(tmp_path / "run"), check=False)
+    assert "is new (the data changed since this run was created)" in status.stdout + status.stderr
+    with pytest.raises(UserError, match="this worker computes nothing"):  # a queued task decodes nothing either
+        build_worker(RunDir(tmp_path / "run"))
+    assert len(list((folder / ".landscape-cache").glob("*.npy"))) == 1
 
 
 def test_bad_imagefolder_settings_are_one_line(tmp_path, folder):
@@ -323,7 +330,6 @@ def test_tensors_keep_uint8_and_map_contiguous_hdf5(tmp_path):
 def test_driver_says_when_the_test_split_is_cut_from_the_training_data(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.normal(size=(50, 6)).astype(np.float32), y=rng.integers(0, 3, 50))
-    from landscape.models import mlp
     torch.save(mlp(6, 3, [4]).state_dict(), tmp_path / "m.pt")
     proc = cli("landscape-surface", "model=mlp", "model.hidden=[4]", "data=tensors", f"data.path={tmp_path / 'd.npz'}",
                "data.split=both", f"checkpoint={tmp_path / 'm.pt'}", "grid.resolution=2",
