@@ -3,6 +3,7 @@ the transform, the uint8 cache (reuse, resume, two real processes building it at
 a labels file, and a surface whose centre equals plain PyTorch evaluation of the same images."""
 from __future__ import annotations
 
+import copy
 import fcntl
 import os
 import shutil
@@ -21,7 +22,8 @@ from PIL import Image
 from conftest import REPO, cli, one_error_line, read_surface
 from jobs.run import RunDir
 from jobs.tile import build_worker
-from landscape import data, imagefolder
+from landscape import data, directions, imagefolder
+from landscape.engine import Evaluator
 from landscape.errors import UserError
 from landscape.images import IMAGENET_MEAN, Transform, decode
 from landscape.models import digits_cnn, mlp
@@ -300,6 +302,22 @@ def test_surface_on_an_image_folder_centres_on_plain_pytorch_evaluation(folder, 
     with pytest.raises(UserError, match="this worker computes nothing"):  # a queued task decodes nothing either
         build_worker(RunDir(tmp_path / "run"))
     assert len(list((folder / ".landscape-cache").glob("*.npy"))) == 1
+
+
+def test_streamed_from_the_memory_mapped_cache_gives_the_resident_values(folder):
+    """eval.stream=true: batches copied from the mapped cache (a split that does not fit the device) change
+    nothing."""
+    split = load(folder).train
+    torch.manual_seed(0)
+    model = digits_cnn(num_classes=3, in_channels=3, width=4)
+    state = model.state_dict()
+    names = [n for n, _ in model.named_parameters()]
+    dirs = directions.random_directions(names, [state[n] for n in names], 2, "filter", "biasbn", 0)
+    coords = np.array([[0.0, 0.0], [0.5, -0.25]])
+    evs = [Evaluator(copy.deepcopy(model), state, dirs, {"train": split}, 3, batch_size=5, stream=s)
+           for s in ("true", "false")]  # an Evaluator moves its model's weights: one model each
+    assert [ev.info["stream"] for ev in evs] == [True, False]
+    assert evs[0].evaluate(coords)["train_loss"].tolist() == evs[1].evaluate(coords)["train_loss"].tolist()
 
 
 def test_bad_imagefolder_settings_are_one_line(tmp_path, folder):
