@@ -406,7 +406,8 @@ def subset_leaves_out(splits: Mapping[str, Split], n: int | None) -> bool:
 LOADERS = {"digits": digits, "cifar10": cifar10, "tensors": tensors, "synthetic": synthetic,
            "imagefolder": imagefolder}
 SPEC_ONLY = ("name", "split", "subset", *SIZES)
-NEUTRAL = ("workers", "cache_dir")  # data.* keys that say how and where to decode, never what: not in a fingerprint
+NEUTRAL = ("workers",)  # data.* keys that say how to decode, never what: not in a fingerprint (the cache folder is:
+# another folder holds another file, which the run did not read)
 
 
 def _options(spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -116,11 +116,9 @@ def _class_folders(folder: Path) -> list[str]:
 
 def _class_images(folder: Path, name: str) -> list[str]:
     """The images under one class folder, as torchvision walks it (recursively, sorted, links followed)."""
-    out = []
-    for here, dirs, files in sorted(os.walk(folder / name, followlinks=True)):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        out += [os.path.relpath(os.path.join(here, f), folder) for f in sorted(files) if _is_image(f)]
-    return out
+    return [os.path.relpath(os.path.join(here, f), folder)
+            for here, _, files in sorted(os.walk(folder / name, followlinks=True)) for f in sorted(files)
+            if _is_image(f)]
 
 
 def _index(value: str, classes: list[str] | None, base: int, where: str) -> int:
@@ -133,8 +131,8 @@ def _index(value: str, classes: list[str] | None, base: int, where: str) -> int:
                             ) from None
         return classes.index(value)
     if index < 0 or (classes is not None and index >= len(classes)):
-        raise UserError(f"{where}: label {value} is outside the {len(classes) if classes else ''} classes numbered "
-                        f"from data.label_base={base}")
+        among = f"one of the {len(classes)} classes" if classes else "a class"
+        raise UserError(f"{where}: label {value} is not {among} numbered from data.label_base={base}")
     return index
 
 

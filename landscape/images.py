@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -94,7 +94,7 @@ def decode(path: str, transform: Transform) -> np.ndarray:
         with Image.open(path) as img:
             return transform.apply(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise UserError(f"image {path} cannot be decoded ({err}); replace or remove it: every image of the "
+        raise UserError(f"image {path} cannot be decoded ({first_line(err)}); replace or remove it: every image of the "
                         "folder is evaluated") from None
 
 
