@@ -267,6 +267,18 @@ def test_train_and_val_folders_give_both_splits_with_train_classes(tmp_path):
         load(root / "train", classes=["dog", "emu"])
 
 
+def test_training_on_train_and_val_folders(tmp_path):
+    root = tmp_path / "imagenet"
+    make_folder(root / "train", per_class=3)
+    make_folder(root / "val", per_class=1)
+    args = ["model=digits_cnn", "model.width=4", "data=imagefolder", "data.transform=cifar", "data.resize=12",
+            "data.crop=10", "train.epochs=1", "data.workers=1"]
+    proc = cli("landscape-train", *args, f"data.root={root / 'train'}", f"run.dir={tmp_path / 'one'}", check=False)
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1].startswith("error: training needs a train and a test")
+    cli("landscape-train", *args, f"data.root={root}", "data.split=both", f"run.dir={tmp_path / 'both'}")
+    assert (tmp_path / "both" / "checkpoints" / "last.pt").is_file()
+
+
 def _ce(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std) -> float:
     """Plain PyTorch: ToTensor's x / 255, Normalize's (x - mean) / std, the mean cross-entropy."""
     xb = (x.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
