@@ -31,8 +31,10 @@ cluster-up:
 cluster-down:
 	bash cluster/down.sh
 
-# make bench: the engine on CPU (a few minutes; last line "engine efficiency: ..."), JSON in bench/results/.
+# make bench: image-folder decoding (bench/decode.py), then the engine on CPU (a few minutes; last line
+# "engine efficiency: ..."), JSON in bench/results/.
 bench: install
+	$(PY) -m bench.decode
 	$(PY) -m bench.cpu
 
 # make bench-gpu: one CUDA GPU, under 8 minutes; BENCH_PY= a python whose torch has CUDA (JSON to $$OUT or bench/results/).

@@ -98,11 +98,14 @@ def worker_reads(run: RunDir) -> list[Path]:
 
 def changed_now(run: RunDir, files: list[Path], known: Mapping[str, str] | None = None) -> list[str]:
     """Which of `files` differ now from the digests the run recorded (`known`: digests already computed while
-    reading), in words; files the run did not record are not compared."""
+    reading), in words; files the run did not record are not compared, but for a data file: an image folder's
+    cache is named by its images, so a changed image means a cache the run never read."""
     recorded = {**run.saved["inputs"], str(run.directions_file): run.saved["directions"]}
     now = {str(p): (known or {}).get(str(p)) or (file_digest(p) if p.is_file() else "<missing>")
            for p in files if str(p) in recorded}
-    return changed({p: recorded[p] for p in now}, now)
+    new = [f"{p} is new (the data changed since this run was created)" for p in data.files(run.settings.data.spec())
+           if str(p) not in recorded and p in files]
+    return changed({p: recorded[p] for p in now}, now) + new
 
 
 def stale(run: RunDir) -> list[str]:

@@ -148,8 +148,10 @@ def value_items(settings: RunSettings) -> dict[str, Any]:
         prefix = "eval" if f.name == "engine" else f.name
         if isinstance(value, EngineOptions):
             out |= {f"eval.{k.name}": getattr(value, k.name) for k in fields(value) if k.name not in VALUE_NEUTRAL}
-        elif isinstance(value, (ModelSettings, DataSettings)):
+        elif isinstance(value, ModelSettings):
             out |= {f"{prefix}.{k}": v for k, v in value.spec().items()}
+        elif isinstance(value, DataSettings):  # how many processes decode is not a value
+            out |= {f"{prefix}.{k}": v for k, v in value.spec().items() if k not in data.NEUTRAL}
         elif hasattr(value, "__dataclass_fields__"):
             out |= {f"{prefix}.{k.name}": getattr(value, k.name) for k in fields(value)}
         else:

@@ -12,7 +12,9 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 import torch
 
+from . import imagefolder as folders
 from .errors import UserError, first_line
+from .images import CIFAR_MEAN, CIFAR_STD
 
 
 def normalize(x: torch.Tensor, scale: float, mean: torch.Tensor | None, std: torch.Tensor | None,
@@ -34,13 +36,15 @@ def normalize(x: torch.Tensor, scale: float, mean: torch.Tensor | None, std: tor
 
 @dataclass
 class Split:
-    """One split: raw `x` (uint8 images or floats), targets `y`, and the normalisation to apply."""
+    """One split: raw `x` (uint8 images or floats), targets `y`, the normalisation to apply, and where the
+    samples came from (the driver prints it)."""
 
     x: torch.Tensor
     y: torch.Tensor
     scale: float = 1.0
     mean: torch.Tensor | None = None  # per channel, applied after scale
     std: torch.Tensor | None = None
+    source: str = ""
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -58,17 +62,19 @@ class Split:
 class Data:
     """The splits of a dataset plus what a model needs to know about it."""
 
-    train: Split
-    test: Split
+    train: Split | None  # None: a split the data do not have, or that was not asked for (an image folder)
+    test: Split | None
     num_classes: int  # 0 for regression
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.x.shape[1:])
+        return tuple((self.train or self.test).x.shape[1:])
 
     def split(self, name: str) -> Split:
         if name not in ("train", "test"):
             raise UserError(f"unknown split '{name}': use train, test or both")
+        if getattr(self, name) is None:
+            raise UserError(f"the data have no {name} split")
         return getattr(self, name)
 
 
@@ -93,12 +99,18 @@ def digits(test_fraction: float = 0.2, seed: int = 0) -> Data:
     y = raw.target.astype(np.int64)
     tr, te = _seeded_split(len(y), test_fraction, seed)
     mean, std = _channel_stats(x[tr], 1 / 16)
-    split = lambda idx: Split(torch.from_numpy(x[idx]), torch.from_numpy(y[idx]), 1 / 16, mean, std)  # noqa: E731
-    return Data(split(tr), split(te), num_classes=10)
+    cut = f"scikit-learn's 8x8 digits ({len(y)} images), {_cut_words(test_fraction, seed)}"
+
+    def split(idx: np.ndarray, part: str) -> Split:
+        return Split(torch.from_numpy(x[idx]), torch.from_numpy(y[idx]), 1 / 16, mean, std, f"{part} of {cut}")
+
+    return Data(split(tr, "the rest"), split(te, "the test cut"), num_classes=10)
 
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+def _cut_words(test_fraction: float, seed: int) -> str:
+    return f"a seeded test cut of {test_fraction:g} (data.test_fraction, seed {seed})"
+
+
 CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
 
@@ -111,7 +123,7 @@ def cifar10(root: str | Path) -> Data:
         raise UserError(f"CIFAR-10 folder {root} lacks {', '.join(absent)}: point data.root at the "
                         "extracted 'cifar-10-batches-py' folder (python version of the dataset)")
 
-    def read(files: list[str]) -> Split:
+    def read(files: list[str], source: str) -> Split:
         xs, ys = [], []
         for name in files:
             with open(root / name, "rb") as f:
@@ -119,9 +131,9 @@ def cifar10(root: str | Path) -> Data:
             xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
         return Split(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)), 1 / 255,
-                     torch.tensor(CIFAR_MEAN), torch.tensor(CIFAR_STD))
+                     torch.tensor(CIFAR_MEAN), torch.tensor(CIFAR_STD), f"{root}/{source}")
 
-    return Data(read(names[:5]), read(names[5:]), num_classes=10)
+    return Data(read(names[:5], "data_batch_1..5"), read(names[5:], "test_batch"), num_classes=10)
 
 
 Header = tuple[tuple[int, ...], np.dtype]  # an array's shape and dtype, read without its values
@@ -146,7 +158,9 @@ def _check_zip(path: Path) -> None:
 
 
 def _read_arrays(path: Path, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-    """The arrays of an `.npz` or HDF5 file (only `keys`, where given), each read whole."""
+    """The arrays of an `.npz` or HDF5 file (only `keys`, where given): an HDF5 dataset stored contiguously
+    (h5py's default: no chunks, no compression) memory-mapped, so a file larger than memory is read as used;
+    any other array read whole."""
     with _reading(path):
         if path.suffix == ".npz":
             _check_zip(path)
@@ -155,7 +169,16 @@ def _read_arrays(path: Path, keys: Iterable[str] | None = None) -> dict[str, np.
         import h5py
 
         with h5py.File(path, "r", locking=False) as f:
-            return {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset) and (keys is None or k in keys)}
+            return {k: _h5_values(path, f[k]) for k in f.keys()
+                    if isinstance(f[k], h5py.Dataset) and (keys is None or k in keys)}
+
+
+def _h5_values(path: Path, ds: Any) -> np.ndarray:
+    """A dataset's values: a copy-on-write memory map of a contiguous one (nothing read until used), else read."""
+    offset = ds.id.get_offset() if ds.chunks is None and ds.ndim and ds.size else None
+    if offset is None or ds.dtype.kind not in "biuf":
+        return ds[()]
+    return np.memmap(path, dtype=ds.dtype, mode="c", offset=offset, shape=ds.shape)
 
 
 NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -204,10 +227,12 @@ def _pairs(path: Path, headers: Mapping[str, Header]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _check_finite(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """No NaN or inf in any of `arrays`: else a UserError naming the array and how many samples."""
+def _check_finite(path: Path, arrays: Mapping[str, np.ndarray], rows: int = 4096) -> None:
+    """No NaN or inf in any of `arrays` (read `rows` samples at a time: a memory-mapped file is not loaded
+    whole): else a UserError naming the array and how many samples."""
     for key, a in arrays.items():
-        bad = int((~np.isfinite(a.reshape(len(a), -1))).any(1).sum()) if a.dtype.kind == "f" else 0
+        bad = sum(int((~np.isfinite(a[i:i + rows].reshape(len(a[i:i + rows]), -1))).any(1).sum())
+                  for i in range(0, len(a), rows)) if a.dtype.kind == "f" else 0
         if bad:
             raise UserError(f"data file {path}: array {key} has NaN or inf in {bad} of {len(a)} samples; "
                             "remove or fill them (every point's loss would be NaN)")
@@ -247,24 +272,29 @@ def tensors(path: str | Path, test_fraction: float = 0.2, seed: int = 0, num_cla
     """Arrays `x`, `y` (optionally `x_test`, `y_test`) from `.npz` or `.h5`; integer `y` means classes.
 
     `num_classes` 0 infers the classes from the labels (0 .. max); every array is checked on load so that
-    a bad file stops the driver with one line instead of a worker with a traceback.
+    a bad file stops the driver with one line instead of a worker with a traceback. uint8 inputs stay uint8
+    (a quarter of float32's memory; the model sees the same values, converted per batch), other inputs become
+    float32; an HDF5 file's contiguous arrays are memory-mapped. Without `x_test` the test split is a seeded
+    cut of `x` (`test_fraction`), and each split's `source` says so.
     """
     path = _tensors_file(path, num_classes)
-    arrays = _read_arrays(path)
-    pairs = _pairs(path, {k: (a.shape, a.dtype) for k, a in arrays.items()})
+    pairs = _pairs(path, _headers(path))
+    arrays = _read_arrays(path, [k for pair in pairs for k in pair])
     _check_finite(path, {k: arrays[k] for pair in pairs for k in pair})
     num_classes = _class_count(path, [arrays[yk] for _, yk in pairs], num_classes)
     ytype = np.int64 if num_classes else np.float32
 
-    def split(x: np.ndarray, y: np.ndarray) -> Split:
-        return Split(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(ytype)))
+    def split(xk: str, yk: str, idx: np.ndarray | None, source: str) -> Split:
+        x, y = (arrays[k] if idx is None else arrays[k][idx] for k in (xk, yk))
+        x = x if x.dtype == np.uint8 else np.asarray(x, dtype=np.float32)
+        return Split(torch.from_numpy(x), torch.from_numpy(y.astype(ytype)), source=source)
 
     if "x_test" in arrays:
-        tr_split, te_split = split(arrays["x"], arrays["y"]), split(arrays["x_test"], arrays["y_test"])
-    else:
-        tr, te = _seeded_split(len(arrays["y"]), test_fraction, seed)
-        tr_split, te_split = split(arrays["x"][tr], arrays["y"][tr]), split(arrays["x"][te], arrays["y"][te])
-    return Data(tr_split, te_split, num_classes)
+        return Data(split("x", "y", None, f"x, y of {path}"), split("x_test", "y_test", None, f"x_test, y_test of {path}"),
+                    num_classes)
+    tr, te = _seeded_split(len(arrays["y"]), test_fraction, seed)
+    cut = f"x, y of {path} ({len(arrays['y'])} samples; the file has no x_test), {_cut_words(test_fraction, seed)}"
+    return Data(split("x", "y", tr, f"the rest of {cut}"), split("x", "y", te, f"the test cut of {cut}"), num_classes)
 
 
 def tensors_sizes(path: str | Path, num_classes: int = 0) -> dict[str, int | None]:
@@ -291,15 +321,25 @@ def _left_to_data(key: str, value: Any) -> bool:
     return value == 0 and type(value) is int if key == "num_classes" else value is None
 
 
+def imagefolder_sizes(spec: Mapping[str, Any]) -> dict[str, int | None]:
+    """An image folder's sizes from its listing and the transform (one image's header where there is no crop)."""
+    opts, lsts, _ = folders.cached(_options(spec), split_names(spec.get("split", "train")))
+    lst = next(iter(lsts.values()))
+    _, c, h, w = folders.shape(lst, opts.transform)
+    classes = max(s.num_classes for s in lsts.values())
+    return {"num_classes": classes, "in_channels": c, "in_features": c * h * w, "out_features": classes}
+
+
 def inferred_sizes(spec: Mapping[str, Any]) -> dict[str, int]:
-    """The `data.*` sizes a spec leaves to the data (`num_classes` 0, the others null), as its file gives them:
-    only a tensors file has sizes to infer (the other loaders state theirs in conf/data/)."""
-    if spec.get("name") != "tensors":
+    """The `data.*` sizes a spec leaves to the data (`num_classes` 0, the others null), as its files give them:
+    a tensors file or an image folder (the other loaders state theirs in conf/data/)."""
+    if spec.get("name") not in ("tensors", "imagefolder"):
         return {}
     unset = [k for k in SIZES if k in spec and _left_to_data(k, spec[k])]
     if not unset:
         return {}
-    sizes = tensors_sizes(spec["path"], spec.get("num_classes") or 0)
+    sizes = tensors_sizes(spec["path"], spec.get("num_classes") or 0) if spec["name"] == "tensors" \
+        else imagefolder_sizes(spec)
     return {k: sizes[k] for k in unset if sizes[k] is not None}
 
 
@@ -308,15 +348,31 @@ def synthetic(shape: tuple[int, ...] = (3, 32, 32), n_train: int = 512, n_test: 
     """Random data of any shape, for benchmarks: uint8 images (normalised on the fly) or float vectors."""
     g = torch.Generator().manual_seed(seed)
 
+    source = f"random synthetic data (seed {seed})"
+
     def split(n: int) -> Split:
         y = torch.randint(0, max(num_classes, 1), (n,), generator=g) if num_classes else \
             torch.randn(n, 1, generator=g)
         if images:
             x = torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8)
-            return Split(x, y, 1 / 255, torch.full((shape[0],), 0.5), torch.full((shape[0],), 0.25))
-        return Split(torch.randn(n, *shape, generator=g), y)
-
+            return Split(x, y, 1 / 255, torch.full((shape[0],), 0.5), torch.full((shape[0],), 0.25), source)
+        return Split(torch.randn(n, *shape, generator=g), y, source=source)
     return Data(split(n_train), split(n_test), num_classes)
+
+
+def imagefolder(splits: tuple[str, ...] = ("train",), **options: Any) -> Data:
+    """Image folders (`landscape/imagefolder.py`): each split a uint8 memory map of its decoded cache (built here
+    if absent), normalised per batch by the transform's mean/std like CIFAR; only the `splits` asked for."""
+    opts, lsts, _ = folders.cached(options, splits)
+    t = opts.transform
+    mean, std = (None, None) if t.mean is None else (torch.tensor(t.mean), torch.tensor(t.std))
+    out: dict[str, Split] = {}
+    for name, lst in lsts.items():
+        path = folders.build(lst, opts)
+        source = f"{lst.folder} ({lst.layout}, every image; {t.describe()}) via the cache {path}"
+        out[name] = Split(torch.from_numpy(folders.array(path)), torch.tensor(lst.labels, dtype=torch.int64),
+                          1 / 255, mean, std, source)
+    return Data(out.get("train"), out.get("test"), max(lst.num_classes for lst in lsts.values()))
 
 
 def check_subset(n: Any) -> None:
@@ -347,8 +403,16 @@ def subset_leaves_out(splits: Mapping[str, Split], n: int | None) -> bool:
     return bool(n) and any(n < len(s) for s in splits.values())
 
 
-LOADERS = {"digits": digits, "cifar10": cifar10, "tensors": tensors, "synthetic": synthetic}
+LOADERS = {"digits": digits, "cifar10": cifar10, "tensors": tensors, "synthetic": synthetic,
+           "imagefolder": imagefolder}
 SPEC_ONLY = ("name", "split", "subset", *SIZES)
+NEUTRAL = ("workers",)  # data.* keys that say how to decode, never what: not in a fingerprint (the cache folder is:
+# another folder holds another file, which the run did not read)
+
+
+def _options(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A spec's loader arguments: what describes the data to the model is left out."""
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items() if k not in SPEC_ONLY}
 
 
 def load(spec: Mapping[str, Any]) -> Data:
@@ -356,9 +420,11 @@ def load(spec: Mapping[str, Any]) -> Data:
     name = spec.get("name")
     if name not in LOADERS:
         raise UserError(f"unknown data '{name}': choose one of {', '.join(LOADERS)}")
-    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items() if k not in SPEC_ONLY}
+    kwargs = _options(spec)
     if name == "tensors":  # the only loader whose labels can disagree with the model (synthetic keeps 10)
         kwargs["num_classes"] = spec.get("num_classes") or 0
+    if name == "imagefolder":  # only the splits evaluated are decoded
+        kwargs["splits"] = split_names(spec.get("split", "train"))
     try:
         return LOADERS[name](**kwargs)
     except TypeError as err:
@@ -366,9 +432,21 @@ def load(spec: Mapping[str, Any]) -> Data:
 
 
 def files(spec: Mapping[str, Any]) -> list[Path]:
-    """The files a dataset is read from, whose contents decide the values: none for digits and synthetic."""
+    """The files a dataset is read from, whose contents decide the values: none for digits and synthetic; an
+    image folder's cache of each split evaluated (it may not exist yet: `ready` makes it) and its labels file."""
     if spec.get("name") == "tensors":
         return [Path(spec["path"])]
     if spec.get("name") == "cifar10":
         return [Path(spec["root"]) / n for n in CIFAR_FILES]
+    if spec.get("name") == "imagefolder":
+        opts, _, caches = folders.cached(_options(spec), split_names(spec.get("split", "train")))
+        return [*caches.values(), *([opts.labels] if opts.labels else [])]
     return []
+
+
+def ready(spec: Mapping[str, Any]) -> None:
+    """Make the files `files` names that are made, not given: an image folder's caches (decoded once, here)."""
+    if spec.get("name") == "imagefolder":
+        opts, lsts, _ = folders.cached(_options(spec), split_names(spec.get("split", "train")))
+        for lst in lsts.values():
+            folders.build(lst, opts)

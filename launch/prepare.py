@@ -162,6 +162,7 @@ class Read:
 
 def read_inputs(s: RunSettings) -> Read:
     """Every input file found and hashed once, the checkpoint(s) loaded in that same read and fitted to the model."""
+    data.ready(s.data.spec())  # an image folder is decoded into its cache here, once
     files = inputs.input_files(s)
     model = build_model(s.model)
     check_model(model)
@@ -211,7 +212,10 @@ def create(s: RunSettings, cfg: dict[str, Any], overrides: list[str], read: Read
     written last (its presence means the run is fully set up); returns the grid."""
     dataset = data.load(s.data.spec())
     for name in s.data.splits:
-        check_data_fits(read.model, dataset.split(name), dataset.num_classes, s.loss, name)
+        split = dataset.split(name)
+        log(f"data: {name} split, {len(split)} samples of {'x'.join(map(str, split.x.shape[1:]))} "
+            f"{str(split.x.dtype).removeprefix('torch.')}, from {split.source}")
+        check_data_fits(read.model, split, dataset.num_classes, s.loss, name)
     dirs = make_directions(s, read.model, read.state, read.start)
     kind = s.directions.kind
     range_ = _fitted_range(dirs.trajectory) if kind == "pca" and s.grid.range is None else \

@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     tc = train_config(cfg)
     check_device(cfg["eval"]["device"])
     out = Path(cfg["run"]["dir"])
+    data.ready(cfg["data"])  # an image folder's cache, before its digest is compared or recorded
     start = start_epoch(out, cfg, tc.epochs)
     if start is None:
         print(f"already trained: {out / 'checkpoints' / 'last.pt'}; train.overwrite=true to train again")
