@@ -236,8 +236,8 @@ def _axes(xlabel: str, ylabel: str, title: str) -> tuple[Figure, Axes]:
     return fig, ax
 
 
-def plot_1d(x: np.ndarray, values: dict[str, np.ndarray], out_dir: str | Path, stem: str, opts: PlotOptions,
-            xlabel: str = "", title: str = "", marks: dict[float, str] | None = None) -> list[Path]:
+def figure_1d(x: np.ndarray, values: dict[str, np.ndarray], opts: PlotOptions, xlabel: str = "", title: str = "",
+              marks: dict[float, str] | None = None) -> Figure:
     """Losses (and other maps) on the left axis, one scale for all, accuracies (percent) on a twin right axis;
     train solid, test dashed; `marks` (x -> label) as dotted vertical lines; the legend below the axes."""
     losses = [np.ravel(v) for name, v in values.items() if not is_accuracy(name)]
@@ -264,7 +264,13 @@ def plot_1d(x: np.ndarray, values: dict[str, np.ndarray], out_dir: str | Path, s
         ax.annotate(label, (at, 1), xycoords=("data", "axes fraction"), xytext=(3, -10),
                     textcoords="offset points", fontsize=7, color="0.3")
     fig.legend(handles=lines, loc="outside lower center", ncols=min(len(lines), 4), fontsize=8)
-    return save_figure(fig, Path(out_dir), stem, opts)
+    return fig
+
+
+def plot_1d(x: np.ndarray, values: dict[str, np.ndarray], out_dir: str | Path, stem: str, opts: PlotOptions,
+            xlabel: str = "", title: str = "", marks: dict[float, str] | None = None) -> list[Path]:
+    """figure_1d written as `out_dir/<stem>.<fmt>`."""
+    return save_figure(figure_1d(x, values, opts, xlabel, title, marks), Path(out_dir), stem, opts)
 
 
 def mark(ax: Axes, trajectory: np.ndarray | None, labels: np.ndarray | None, centre: str | None) -> None:
