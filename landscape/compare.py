@@ -27,7 +27,8 @@ class Comparison:
 
 def compare_surfaces(files: Mapping[str, str | Path], out_dir: str | Path, opts: PlotOptions) -> Comparison:
     """Every map held by all of `files` (label -> surface file), one figure per plot kind with a panel per run
-    on a shared scale, plus `<map>_difference` (first run minus each other) where the grids match."""
+    on a shared scale, plus `<map>_difference` (first run minus each other) where the grids match, and with
+    plot.html every run in one interactive page."""
     if len(files) < 2:
         raise UserError("a comparison needs two runs or more")
     surfaces = {label: read_surface(path) for label, path in files.items()}
@@ -50,6 +51,9 @@ def compare_surfaces(files: Mapping[str, str | Path], out_dir: str | Path, opts:
             paths += save_figure(fig, out, f"{name}_{kind}", opts)
         if not mismatch:
             paths += save_figure(difference(surfaces, name, opts), out, f"{name}_difference", opts)
+    if opts.html and first.y is not None:
+        from .interactive import write_html  # plotly, imported only when asked for
+        paths.append(write_html(surfaces, out / "surface.html", opts))
     return Comparison(paths, notes)
 
 
@@ -115,7 +119,8 @@ def difference(surfaces: Mapping[str, Surface], name: str, opts: PlotOptions) ->
         mesh = ax.pcolormesh(s0.x, s0.y, np.ma.masked_invalid(d), shading="nearest", cmap=DIFF_CMAP,
                              vmin=-bound, vmax=bound)
         axes.append(ax)
-    fig.colorbar(mesh, ax=axes, label=f"{label0} - other{unit}")
+    other = rest[0][0] if len(rest) == 1 else "each other run"
+    fig.colorbar(mesh, ax=axes, label=f"{label0} - {other}{unit}")
     return fig
 
 

@@ -39,15 +39,16 @@ def _views(surfaces: Mapping[str, Surface]) -> list[tuple[str, str, Surface, np.
     for run, surf in surfaces.items():
         out += [(run, name, surf, z) for name, z in surf.maps.items()]
         out += [(run, f"{name} plane {k}", surf, z) for name, stack in surf.stacks.items() for k, z in enumerate(stack)]
-    return out
+    return sorted(out, key=lambda view: "loss" not in _base(view[1]).split("_"))  # a loss shows first
 
 
 def write_html(surfaces: Mapping[str, Surface], path: str | Path, opts: PlotOptions) -> Path:
-    """One page for 2D `surfaces` (label -> surface): each map of each run (and each plane) a 3D surface chosen
-    from a menu; maps of one name share one colour scale across runs; losses follow the log/clip options."""
+    """One page for 2D `surfaces` (label -> surface): each map in `opts.metrics` (empty: all) of each run (and
+    each plane) a 3D surface chosen from a menu; maps of one name share one colour scale across runs; losses follow the log/clip options."""
     import plotly.graph_objects as go
 
-    views = _views({k: s for k, s in surfaces.items() if s.y is not None})
+    views = [v for v in _views({k: s for k, s in surfaces.items() if s.y is not None})
+             if not opts.metrics or _base(v[1]) in opts.metrics]
     if not views:
         raise UserError("no 2D map to draw in 3D: the interactive view is for 2D surfaces")
     scales = {}
@@ -72,15 +73,16 @@ def write_html(surfaces: Mapping[str, Surface], path: str | Path, opts: PlotOpti
                 line={"color": "red", "width": 4}, marker={"size": 4, "color": "red"}, name=f"{run}: marks",
                 hovertemplate="%{text}<br>x %{x:.4g}<br>y %{y:.4g}<br>z %{z:.5g}<extra></extra>"))
             owner.append(v)
-    buttons = [{"label": f"{run}: {name}", "method": "update",
-                "args": [{"visible": [o == v for o in owner]}, {"title.text": f"{run}: {surf.heading(name)}"}]}
-               for v, (run, name, surf, _) in enumerate(views)]
-    run, name, surf, _ = views[0]
+    layouts = [{"title.text": f"{run}: {surf.heading(name)}".replace("\n", "<br>"),
+                "scene.xaxis.title.text": surf.meta["xlabel"], "scene.yaxis.title.text": surf.meta["ylabel"],
+                "scene.zaxis.title.text": value_label(name, scales[_base(name)])}
+               for run, name, surf, _ in views]
+    buttons = [{"label": f"{run}: {name}", "method": "update", "args": [{"visible": [o == v for o in owner]}, layout]}
+               for v, ((run, name, _, _), layout) in enumerate(zip(views, layouts))]
     fig.update_layout(
-        title={"text": f"{run}: {surf.heading(name)}"},
         updatemenus=[{"buttons": buttons, "direction": "down", "x": 0, "xanchor": "left", "y": 1.0, "yanchor": "top"}],
-        scene={"xaxis": {"title": {"text": surf.meta["xlabel"]}}, "yaxis": {"title": {"text": surf.meta["ylabel"]}}},
         height=750, margin={"t": 110})
+    fig.update_layout(layouts[0])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(path, include_plotlyjs=True, full_html=True, div_id="landscape-surface")

@@ -260,9 +260,10 @@ def figure_1d(x: np.ndarray, values: dict[str, np.ndarray], opts: PlotOptions, x
     if s.limits is not None:
         ax.set_ylim(*s.limits)
     for at, label in (marks or {}).items():
+        right = at > (np.min(x) + np.max(x)) / 2  # a label right of the middle reads leftwards, inside the axes
         ax.axvline(at, color="0.3", ls=":", lw=1.2)
-        ax.annotate(label, (at, 1), xycoords=("data", "axes fraction"), xytext=(3, -10),
-                    textcoords="offset points", fontsize=7, color="0.3")
+        ax.annotate(label, (at, 1), xycoords=("data", "axes fraction"), xytext=(-3 if right else 3, -10),
+                    textcoords="offset points", fontsize=7, color="0.3", ha="right" if right else "left")
     fig.legend(handles=lines, loc="outside lower center", ncols=min(len(lines), 4), fontsize=8)
     return fig
 
@@ -418,5 +419,5 @@ def plot_surface_file(path: str | Path, out_dir: str | Path, opts: PlotOptions) 
         paths.append(animate_trajectory(surf, loss, out_dir / "trajectory.gif", opts))
     if opts.html:
         from .interactive import write_html  # plotly, imported only when asked for
-        paths.append(write_html({surf.meta["checkpoint"] or Path(path).stem: surf}, out_dir / "surface.html", opts))
+        paths.append(write_html({Path(path).parent.name: surf}, out_dir / "surface.html", opts))
     return paths

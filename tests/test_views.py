@@ -200,6 +200,9 @@ def test_landscape_plot_with_several_runs_compares_them(tmp_path, monkeypatch):
     out = cli("landscape-plot", a, b, "plot.dir=cmp", "+plot.dpi=40", "+plot.metrics=[train_loss]").stdout
     assert f"comparison {tmp_path / 'cmp'}: " in out and sorted(p.name for p in (tmp_path / "cmp").iterdir()) == \
         sorted(f"train_loss_{k}.png" for k in (*KINDS, "difference"))
+    cli("landscape-plot", a, b, "plot.dir=page", "plot.html=true", "+plot.dpi=40", "+plot.metrics=[train_acc]")
+    names = [t["name"] for t in html_traces(tmp_path / "page" / "surface.html") if t["type"] == "surface"]
+    assert names == ["skip: train_acc", "noskip: train_acc"]
     proc = cli("landscape-plot", "skip", "missing", check=False)
     assert proc.returncode == 2 and "has no computed surface yet" in proc.stderr
 
@@ -222,15 +225,15 @@ def test_html_holds_every_run_map_and_plane_with_the_trajectory(tmp_path):
     assert "<script src=" not in text and len(text) > 1_000_000  # plotly.js inside: opens offline
     traces = html_traces(path)
     surfaces = {t["name"]: t for t in traces if t["type"] == "surface"}
-    assert list(surfaces) == ["a: train_loss", "a: train_acc_planes plane 0", "a: train_acc_planes plane 1",
-                              "b: train_loss"]
+    assert list(surfaces) == ["a: train_loss", "b: train_loss", "a: train_acc_planes plane 0",
+                              "a: train_acc_planes plane 1"]  # losses first
     np.testing.assert_allclose(surfaces["a: train_loss"]["z"], BOWL)
     np.testing.assert_allclose(surfaces["a: train_acc_planes plane 1"]["z"], GY)
     assert surfaces["a: train_loss"]["cmin"] == surfaces["b: train_loss"]["cmin"] == BOWL.min()  # one scale
     assert surfaces["a: train_loss"]["cmax"] == surfaces["b: train_loss"]["cmax"] == 2 * BOWL.max()
     marks = [t for t in traces if t["type"] == "scatter3d"]
-    assert [t["name"] for t in marks] == ["a: marks"] * 3 + ["b: marks"]  # one per view, shown with it
-    path_trace, centre = marks[0], marks[-1]
+    assert [t["name"] for t in marks] == ["a: marks", "b: marks", "a: marks", "a: marks"]  # one per view
+    path_trace, centre = marks[0], marks[1]
     np.testing.assert_allclose(np.c_[path_trace["x"], path_trace["y"]], trajectory)
     np.testing.assert_allclose(path_trace["z"], 0.5 + trajectory[:, 0] ** 2 + 2 * trajectory[:, 1] ** 2, atol=0.05)
     assert path_trace["text"][-1] == "epoch 8" and centre["text"] == ["centre: last"]
