@@ -168,7 +168,8 @@ def test_comparison_files_and_grids_that_differ(tmp_path):
                                             for k in (*KINDS, "difference")}
     assert done.notes == []
     x = np.linspace(-2, 2, 11)
-    other = two_runs(tmp_path / "o" if (tmp_path / "o").mkdir() is None else None, b_x=x)
+    (tmp_path / "o").mkdir()
+    other = two_runs(tmp_path / "o", b_x=x)
     done = compare_surfaces(other, tmp_path / "out2", PlotOptions(**FAST))
     assert not any("difference" in p.name for p in done.paths)
     assert done.notes == ["no difference maps: the grids differ (skip: 11 points from -1 to 1 x 9 points from -1 "
