@@ -75,13 +75,6 @@ def _stdout_reader_gone() -> bool:
     return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
-def positional_run_dir(argv: list[str]) -> list[str]:
-    """`landscape-plot RUN_DIR k=v ...` -> `run.dir=RUN_DIR k=v ...`."""
-    if argv and "=" not in argv[0] and not argv[0].startswith("-"):
-        return [f"run.dir={argv[0]}"] + argv[1:]
-    return argv
-
-
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 

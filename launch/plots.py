@@ -1,18 +1,21 @@
-"""`landscape-plot RUN_DIR plot.log_scale=true plot.clip=5 plot.dir=RUN_DIR/plots-log`: redraw a run's plots,
-no recompute; every setting and its default is in conf/plot.yaml."""
+"""`landscape-plot RUN_DIR [RUN_DIR ...] plot.log_scale=true plot.clip=5 plot.dir=DIR`: redraw a run's plots, no
+recompute; with several runs, compare them: the same plot kinds side by side on one colour scale with the same
+contour levels, and difference maps where the grids match (into plot.dir, else ./compare-A-vs-B-...).
+Every setting and its default is in conf/plot.yaml."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from landscape.compare import compare_surfaces
 from landscape.errors import UserError, first_line
-from landscape.surface import h5open
 from landscape.plot import PlotOptions, plot_surface_file
+from landscape.surface import h5open
 
 from jobs.run import RunDir
 from jobs.settings import plot_options
 from . import config
-from .cli import absolute_paths, positional_run_dir, user_errors
+from .cli import absolute_paths, user_errors
 
 
 def _anything_done(run: RunDir) -> bool:
@@ -30,20 +33,58 @@ def plots_dir(run: RunDir, opts: PlotOptions) -> Path:
     return Path(opts.dir) if opts.dir else run.path / "plots"
 
 
-def draw(run: RunDir, opts: PlotOptions) -> list[Path]:
-    """Every plot of the run's surface file into plots_dir; files of other names there are left alone."""
-    out = plots_dir(run, opts)
+def _output_folder(out: Path) -> Path:
+    """`out`, refused when it is a file."""
     if out.exists() and not out.is_dir():
         raise UserError(f"plot.dir {out} is a file: name a folder (created if missing)")
+    return out
+
+
+def draw(run: RunDir, opts: PlotOptions) -> list[Path]:
+    """Every plot of the run's surface file into plots_dir; files of other names there are left alone."""
+    out = _output_folder(plots_dir(run, opts))
     if not _anything_done(run):
         return []  # nothing computed yet: nothing to draw
     return plot_surface_file(run.surface_file, out, opts)
 
 
+def compare_dir(runs: list[RunDir], opts: PlotOptions) -> Path:
+    """Where a comparison goes: plot.dir, else ./compare-<first run>-vs-<second>[-...] where the command runs."""
+    return Path(opts.dir) if opts.dir else Path.cwd() / ("compare-" + "-vs-".join(r.path.name for r in runs))
+
+
+def compare(runs: list[RunDir], opts: PlotOptions) -> tuple[list[Path], list[str]]:
+    """Figures of several runs on shared scales into compare_dir: (files written, notes for the user). Tables of
+    numbers over the same runs belong in the same folder, their files added to what this returns."""
+    for run in runs:
+        if not run.surface_file.is_file() or not _anything_done(run):
+            raise UserError(f"{run.path} has no computed surface yet: run landscape-surface for it first")
+    labels = [r.path.name for r in runs]
+    labels = labels if len(set(labels)) == len(labels) else [str(r.path) for r in runs]
+    done = compare_surfaces({label: r.surface_file for label, r in zip(labels, runs)},
+                            _output_folder(compare_dir(runs, opts)), opts)
+    return done.paths, done.notes
+
+
+def _split(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Leading run directories, then the key=value overrides."""
+    n = next((i for i, a in enumerate(argv) if "=" in a or a.startswith("-")), len(argv))
+    return argv[:n], argv[n:]
+
+
 @user_errors
 def main(argv: list[str]) -> int:
-    cfg = config.load("plot", absolute_paths(positional_run_dir(argv)))
+    dirs, overrides = _split(argv)
+    run_dir = [f"run.dir={dirs[0]}"] if dirs else []
+    cfg = config.load("plot", absolute_paths(run_dir + overrides))
     opts = plot_options(cfg["plot"])
+    if len(dirs) > 1:
+        runs = [RunDir(Path(d).absolute()) for d in dirs]
+        paths, notes = compare(runs, opts)
+        print(f"comparison {compare_dir(runs, opts)}: {', '.join(p.name for p in paths)}")
+        for note in notes:
+            print(note)
+        return 0
     run = RunDir(Path(str(cfg["run"]["dir"])))
     if not run.surface_file.is_file():
         raise UserError(f"{run.surface_file} does not exist: run landscape-surface first")

@@ -12,4 +12,11 @@ elif [ "${LANDSCAPE_REQUIRE_CLUSTER:-0}" = 1 ]; then
 else
     echo "cluster tests will be skipped: $reason"
 fi
+# The interactive view's test renders its page in Debian's headless chromium: installed once where root + apt
+# allow it (a second run only checks); elsewhere that test skips with its reason.
+if ! command -v chromium >/dev/null && [[ $(id -u) = 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing chromium for the browser test"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq chromium >/dev/null; } || echo "chromium could not be installed: the browser test will skip"
+fi
 exec .venv/bin/python -m pytest -q tests "$@"
