@@ -14,6 +14,7 @@ from .digest import LARGE, file_digest
 from .errors import UserError
 
 StateDict = dict[str, torch.Tensor]
+UNCOUNTED = "num_batches_tracked"  # absent from files saved before BatchNorm counted; never read in eval mode
 
 
 def load_state(path: str | Path, mmap: bool = False) -> StateDict:
@@ -46,9 +47,19 @@ def _parse(path: Path, source: Path | io.BytesIO, mmap: bool) -> StateDict:
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"checkpoint {path} holds no state_dict (plain, or under 'state_dict'/'model')")
-    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    state = {_torchvision_legacy(k.removeprefix("module.")): v for k, v in obj.items()}
     _check_finite(path, state)
     return state
+
+
+# torchvision's published DenseNet files name `denselayer1.norm.1.weight` what its model calls `norm1.weight`
+_LEGACY_DENSE = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _torchvision_legacy(key: str) -> str:
+    """A key of torchvision's published DenseNet weights as torchvision's loader renames it (its regex)."""
+    match = _LEGACY_DENSE.match(key)
+    return match[1] + match[2] if match else key
 
 
 def _check_file(path: Path) -> None:
@@ -91,7 +102,7 @@ def _load_failure(path: Path, err: Exception) -> str:
 def check_fits(model: nn.Module, state: StateDict, path: str | Path, model_name: str = "model") -> None:
     """Raise a UserError naming missing/unexpected keys and differing shapes."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
+    missing = [k for k in own if k not in state and not k.endswith(UNCOUNTED)]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
               for k, v in own.items() if k in state and state[k].shape != v.shape]
@@ -115,5 +126,6 @@ def load_into(model: nn.Module, path: str | Path, model_name: str = "model") -> 
 def put_into(model: nn.Module, state: StateDict, path: str | Path, model_name: str = "model") -> StateDict:
     """`state` (read from `path`) into `model`, after checking it fits; returns the state."""
     check_fits(model, state, path, model_name)
+    state = {**{k: v for k, v in model.state_dict().items() if k.endswith(UNCOUNTED)}, **state}
     model.load_state_dict(state)
     return state

@@ -166,7 +166,7 @@ def read_inputs(s: RunSettings) -> Read:
     model = build_model(s.model)
     check_model(model)
     state, digest = checkpoint.load_with_digest(s.checkpoint)
-    checkpoint.put_into(model, state, s.checkpoint, s.model.name)
+    state = checkpoint.put_into(model, state, s.checkpoint, s.model.name)
     known = {s.checkpoint: digest}
     start = None
     if s.directions.kind == "line":
