@@ -123,3 +123,10 @@ def test_bottleneck_skip_adds_the_input_before_the_last_relu():
         f = b.bn3(b.conv3(F.relu(b.bn2(b.conv2(F.relu(b.bn1(b.conv1(x))))))))
         torch.testing.assert_close(with_skip(x), F.relu(f + x))
         torch.testing.assert_close(without(x), F.relu(f))
+
+
+def test_cifar_resnet50_imagenet_stem_quarters_the_resolution():
+    model = cifar_resnet50(stem="imagenet").eval()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert model.conv1.kernel_size == (7, 7) and isinstance(model.maxpool, nn.MaxPool2d)
+    assert cifar_resnet50(stem="imagenet").state_dict().keys() == cifar_resnet50().state_dict().keys()

@@ -120,22 +120,33 @@ def _head(stages: OrderedDict[str, nn.Module], stem: OrderedDict[str, nn.Module]
         **stem, **stages, avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(channels, num_classes))))
 
 
+def _imagenet_stem(in_channels: int) -> OrderedDict[str, nn.Module]:
+    """7x7/2 conv, BN, ReLU, 3x3/2 max pool: a quarter of the resolution before the first stage."""
+    return OrderedDict(conv1=nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False), bn1=nn.BatchNorm2d(64),
+                       relu=nn.ReLU(), maxpool=nn.MaxPool2d(3, stride=2, padding=1))
+
+
 def resnet(block: Block, layers: list[int], num_classes: int = 1000, in_channels: int = 3, groups: int = 1,
            width_per_group: int = 64) -> nn.Sequential:
     """torchvision's ResNet: 7x7/2 stem, BN, ReLU, 3x3/2 max pool, four stages, average pool, `fc`."""
     num_classes, in_channels = classifier_sizes(num_classes, in_channels)
-    stem = OrderedDict(conv1=nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False), bn1=nn.BatchNorm2d(64),
-                       relu=nn.ReLU(), maxpool=nn.MaxPool2d(3, stride=2, padding=1))
-    return _head(_stages(block, layers, True, groups, width_per_group), stem, 512 * block.expansion, num_classes)
+    return _head(_stages(block, layers, True, groups, width_per_group), _imagenet_stem(in_channels),
+                 512 * block.expansion, num_classes)
 
 
-def cifar_resnet50(num_classes: int = 10, in_channels: int = 3, skip: bool = True) -> nn.Sequential:
+def cifar_resnet50(num_classes: int = 10, in_channels: int = 3, skip: bool = True, stem: str = "cifar"
+                   ) -> nn.Sequential:
     """ResNet-50 (bottlenecks, [3, 4, 6, 3]) for 32x32 inputs, as the thesis trained it on CIFAR-10 (section 6.3):
-    torchvision's network with a 3x3/1 stem and no max pool; `skip=False` drops every shortcut (and its
-    projection), as in Li et al.'s noshort networks."""
+    torchvision's network with a 3x3/1 stem and no max pool (`stem="imagenet"`: its 7x7/2 stem and max pool,
+    as Keras' ResNet50 has at any input size); `skip=False` drops every shortcut (and its projection), as in
+    Li et al.'s noshort networks."""
     num_classes, in_channels = classifier_sizes(num_classes, in_channels)
-    stem = OrderedDict(conv1=_conv3x3(in_channels, 64), bn1=nn.BatchNorm2d(64), relu=nn.ReLU())
-    return _head(_stages(Bottleneck, [3, 4, 6, 3], skip, 1, 64), stem, 2048, num_classes)
+    if stem not in ("cifar", "imagenet"):
+        raise ValueError(f"stem must be cifar or imagenet, got {stem!r}")
+    stem_layers = OrderedDict(conv1=_conv3x3(in_channels, 64), bn1=nn.BatchNorm2d(64), relu=nn.ReLU())
+    if stem == "imagenet":
+        stem_layers = _imagenet_stem(in_channels)
+    return _head(_stages(Bottleneck, [3, 4, 6, 3], skip, 1, 64), stem_layers, 2048, num_classes)
 
 
 class DenseLayer(nn.Module):

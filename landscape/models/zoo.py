@@ -17,6 +17,9 @@ from .imagenet import ARCHS
 from .sizes import classifier_sizes
 
 
+WEIGHT_NAME = re.compile(r"[A-Z][A-Z0-9_]*")  # DEFAULT, IMAGENET1K_V2: torchvision's names; anything else is a file
+
+
 def _torchvision() -> Any | None:
     try:
         import torchvision.models  # noqa: PLC0415 - optional: absent, or broken beside another torch build
@@ -36,7 +39,7 @@ def torchvision_classifier(arch: str, weights: str | None = None, num_classes: A
     model = _build(tv, arch, num_classes)
     if weights is None:
         return model
-    if not re.fullmatch(r"[A-Z][A-Z0-9_]*", weights):  # a path; DEFAULT, IMAGENET1K_V2 ... name torchvision's
+    if not WEIGHT_NAME.fullmatch(weights):
         load_into(model, weights, f"model.arch={arch}")
         return model
     if tv is None:
