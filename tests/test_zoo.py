@@ -130,3 +130,25 @@ def test_cifar_resnet50_imagenet_stem_quarters_the_resolution():
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert model.conv1.kernel_size == (7, 7) and isinstance(model.maxpool, nn.MaxPool2d)
     assert cifar_resnet50(stem="imagenet").state_dict().keys() == cifar_resnet50().state_dict().keys()
+
+
+def test_torchvision_surface_end_to_end_equals_plain_eval(tmp_path):
+    """`landscape-surface model=torchvision model.arch=resnet18`: the centre of the surface is the plain model's
+    loss and accuracy on the same images, normalised the same way."""
+    from landscape import data
+
+    from conftest import cli, read_surface
+
+    torch.manual_seed(3)
+    model = ARCHS["resnet18"](num_classes=10).eval()
+    torch.save(model.state_dict(), tmp_path / "r18.pth")
+    spec = ["data=synthetic", "data.n_train=8", "data.n_test=4", "data.shape=[3,32,32]"]
+    proc = cli("landscape-surface", "model=torchvision", "model.arch=resnet18", *spec, f"checkpoint={tmp_path / 'r18.pth'}",
+               "grid.resolution=3", "grid.tile=3", f"run.dir={tmp_path / 'run'}")
+    assert "resnet18" in (tmp_path / "run" / "run.yaml").read_text(), proc.stdout
+    got = read_surface(tmp_path / "run" / "surface.h5")
+    split = data.synthetic(shape=(3, 32, 32), n_train=8, n_test=4).train
+    with torch.no_grad():
+        out = model(split.inputs(0, len(split)))
+    np.testing.assert_allclose(got["train_loss"][1, 1], F.cross_entropy(out, split.y).item(), rtol=1e-5)
+    np.testing.assert_allclose(got["train_acc"][1, 1], 100.0 * (out.argmax(1) == split.y).float().mean().item())
