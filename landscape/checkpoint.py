@@ -82,7 +82,8 @@ def _parse(path: Path, source: Path | io.BytesIO, mmap: bool, layout: Layout) ->
 
 
 # torchvision's published DenseNet files name `denselayer1.norm.1.weight` what its model calls `norm1.weight`
-_LEGACY_DENSE = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_LEGACY_DENSE = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 
 def _torchvision_legacy(key: str) -> str:

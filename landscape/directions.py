@@ -124,8 +124,8 @@ def check_trajectory(paths: Sequence[str | Path], source: object = None) -> None
     if len(paths) < 3:
         raise UserError(f"PCA directions need at least 3 checkpoints, got {len(paths)}"
                         f"{f' from {source}' if source is not None else ''}: save one per epoch "
-                        "(landscape-train does) and point directions.checkpoints at that folder, or at a pattern of your "
-                        "files ('traj/step_*.pt')")
+                        "(landscape-train does) and point directions.checkpoints at that folder, or at a pattern "
+                        "of your files ('traj/step_*.pt')")
 
 
 def pca_directions(paths: Sequence[str | Path], final: StateDict, names: list[str], ignore: str = "biasbn",

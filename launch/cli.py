@@ -13,7 +13,7 @@ from landscape.errors import UserError
 from landscape.models.zoo import WEIGHT_NAME
 
 from jobs.run import RunDir
-from .config import CONF_DIR, PATH_KEYS, key_of, quoted, values_of, volatile
+from .config import CONF_DIR, PATH_KEYS, hydra_value, key_of, values_of, volatile
 
 HELP_FLAGS = ("-h", "--help")
 Main = Callable[[list[str]], "int | None"]
@@ -102,7 +102,7 @@ def absolute_paths(argv: list[str]) -> list[str]:
             out.append(o)
             continue
         value = _absolute(o.split("=", 1)[1])
-        out.append(f"{o.split('=', 1)[0]}={'[' + ','.join(map(quoted, value)) + ']' if isinstance(value, list) else value}")
+        out.append(f"{o.split('=', 1)[0]}={hydra_value(value) if isinstance(value, list) else value}")
     return out
 
 

@@ -28,7 +28,8 @@ CONF_DIR = _HERE / "conf" if (_HERE / "conf").is_dir() else _HERE.parent / "conf
 PATH_KEYS = ("checkpoint", "checkpoint.path", "directions.start", "directions.checkpoints", "data.path",
              "data.root", "data.cache_dir", "plot.dir", "model.path", "model.weights")
 QUOTED_KEYS = (*PATH_KEYS, "run.dir")
-VOLATILE = ("launcher", "plot", "run", "eval.device", "train.overwrite", "model.path", *(f"eval.{k}" for k in VALUE_NEUTRAL))
+VOLATILE = ("launcher", "plot", "run", "eval.device", "train.overwrite", "model.path",
+            *(f"eval.{k}" for k in VALUE_NEUTRAL))
 
 
 def load(name: str, overrides: list[str]) -> dict[str, Any]:
@@ -41,6 +42,7 @@ def load(name: str, overrides: list[str]) -> dict[str, Any]:
         if "model" in cfg:  # recorded in the run: workers, array tasks and MPI ranks import from the same folders
             cfg.model.path = import_dirs(cfg.model.get("path"))
         missing = _missing_keys(cfg)
+        missing = ["checkpoint" if m == "checkpoint.path" else m for m in missing]  # as users type it
         if missing:
             raise UserError(f"missing required setting: {', '.join(dict.fromkeys(missing))} "
                             f"(give it on the command line, e.g. {missing[0]}=...)")
@@ -74,6 +76,11 @@ def quoted(value: str) -> str:
     return "'" + re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + ("\\'" if m[2] else ""), value).replace("${", "\\${") + "'"
 
 
+def hydra_value(values: str | list[str]) -> str:
+    """One path, or a list of them, as a Hydra value that reads back as exactly those strings."""
+    return quoted(values) if isinstance(values, str) else "[" + ",".join(map(quoted, values)) + "]"
+
+
 def _hydra_safe(override: str) -> str:
     """A path setting quoted for Hydra (`checkpoint` spelled `checkpoint.path`); other overrides as given."""
     if "=" not in override or key_of(override) not in QUOTED_KEYS:
@@ -82,8 +89,7 @@ def _hydra_safe(override: str) -> str:
     key = key.replace("checkpoint", "checkpoint.path") if key_of(override) == "checkpoint" else key
     if value.startswith("${") or value in ("null", "???", ""):  # an interpolation: Hydra's to resolve
         return f"{key}={value}"
-    values = values_of(value)
-    return f"{key}={quoted(values) if isinstance(values, str) else '[' + ','.join(map(quoted, values)) + ']'}"
+    return f"{key}={hydra_value(values_of(value))}"
 
 
 def import_dirs(path: Any) -> list[str]:

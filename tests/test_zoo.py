@@ -143,8 +143,8 @@ def test_torchvision_surface_end_to_end_equals_plain_eval(tmp_path):
     model = ARCHS["resnet18"](num_classes=10).eval()
     torch.save(model.state_dict(), tmp_path / "r18.pth")
     spec = ["data=synthetic", "data.n_train=8", "data.n_test=4", "data.shape=[3,32,32]"]
-    proc = cli("landscape-surface", "model=torchvision", "model.arch=resnet18", *spec, f"checkpoint={tmp_path / 'r18.pth'}",
-               "grid.resolution=3", "grid.tile=3", f"run.dir={tmp_path / 'run'}")
+    proc = cli("landscape-surface", "model=torchvision", "model.arch=resnet18", *spec,
+               f"checkpoint={tmp_path / 'r18.pth'}", "grid.resolution=3", "grid.tile=3", f"run.dir={tmp_path / 'run'}")
     assert "resnet18" in (tmp_path / "run" / "run.yaml").read_text(), proc.stdout
     got = read_surface(tmp_path / "run" / "surface.h5")
     split = data.synthetic(shape=(3, 32, 32), n_train=8, n_test=4).train
