@@ -20,14 +20,14 @@ from landscape.models.zoo import WEIGHT_NAME
 # conf/ at the repo root (a checkout, an editable install), or installed as package data launch/conf (pip install .)
 _HERE = Path(__file__).resolve().parent
 CONF_DIR = _HERE / "conf" if (_HERE / "conf").is_dir() else _HERE.parent / "conf"
-# Settings that never change a value (how and where it runs, plots): a resume takes them from the command,
-# not from the saved run. train.overwrite says how to treat old checkpoints, not what is trained; model.path
-# where a model's code is found (its source is compared by contents).
 # Files and folders: made absolute where typed (launch/cli.py), and passed to Hydra quoted, so that any name
 # (=, commas, quotes, spaces, non-ASCII) is one string. `checkpoint=PATH` is short for checkpoint.path=PATH.
 PATH_KEYS = ("checkpoint", "checkpoint.path", "directions.start", "directions.checkpoints", "data.path",
              "data.root", "data.cache_dir", "plot.dir", "model.path", "model.weights")
 QUOTED_KEYS = (*PATH_KEYS, "run.dir")
+# Settings that never change a value (how and where it runs, plots): a resume takes them from the command,
+# not from the saved run. train.overwrite says how to treat old checkpoints, not what is trained; model.path
+# where a model's code is found (its source is compared by contents).
 VOLATILE = ("launcher", "plot", "run", "eval.device", "train.overwrite", "model.path",
             *(f"eval.{k}" for k in VALUE_NEUTRAL))
 
