@@ -1,7 +1,11 @@
 """Writes tests/data/torchvision_layout.json from real torchvision (run it where torchvision imports):
 `python tests/data/torchvision_fixture.py`. For each architecture: every state_dict key with its shape, and the
 logits of torchvision's own model for two fixed 64x64 images under fixed, formula-made weights (`fill`), which
-tests/test_zoo.py compares with landscape.models.imagenet's stand-ins, without torchvision."""
+tests/test_zoo.py compares with landscape.models.imagenet's stand-ins, without torchvision.
+
+`PYTHONPATH=. python tests/data/torchvision_fixture.py --compare` checks every stand-in against torchvision
+directly: the same keys in the same order and shapes, and the largest logit difference on random images with
+torchvision's random weights and randomised BatchNorm statistics loaded into both."""
 import json
 import math
 import sys
@@ -36,7 +40,31 @@ def images() -> torch.Tensor:
     return torch.cos(0.013 * x).float()
 
 
+def compare() -> None:
+    import torchvision
+
+    from landscape.models.imagenet import ARCHS as STAND_INS
+
+    torch.manual_seed(0)
+    for arch, build in STAND_INS.items():
+        theirs, ours = torchvision.models.get_model(arch, weights=None).eval(), build().eval()
+        state = theirs.state_dict()
+        same = [[k, v.shape] for k, v in state.items()] == [[k, v.shape] for k, v in ours.state_dict().items()]
+        for k, v in state.items():
+            if k.endswith("running_var"):
+                v.uniform_(0.5, 2.0)
+            elif k.endswith("running_mean"):
+                v.normal_(0.0, 0.1)
+        ours.load_state_dict(state)
+        x = torch.randn(2, 3, 96, 96)
+        with torch.no_grad():
+            diff = (theirs(x) - ours(x)).abs().max().item()
+        print(f"{arch}: {len(state)} tensors, same keys and shapes: {same}, max |logit difference|: {diff}")
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--compare"]:
+        return compare()
     import torchvision
 
     out = {"torchvision": torchvision.__version__, "torch": torch.__version__, "archs": {}}
@@ -48,8 +76,7 @@ def main() -> None:
             logits = model(images())
         out["archs"][arch] = {"keys": [[k, list(v.shape)] for k, v in state.items()],
                               "logits": [[round(float(v), 6) for v in row[:50]] for row in logits]}
-    Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("torchvision_layout.json")).write_text(
-        json.dumps(out))
+    Path(__file__).with_name("torchvision_layout.json").write_text(json.dumps(out))
 
 
 if __name__ == "__main__":
