@@ -94,3 +94,18 @@ def test_imagenet_resnet50_preset_dry_run_prints_plan_and_estimate(tmp_path):
                f"run.dir={tmp_path / 'run'}")
     assert "grid 60x60" in proc.stdout and "plan: " in proc.stdout and "s per point" in proc.stdout, proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_projected_times_cover_every_preset_and_match_the_readme(capsys):
+    """`python -m bench.thesis` projects every preset, and the README's table holds what it prints."""
+    from bench import thesis
+
+    assert set(thesis.THESIS) <= set(SURFACES)
+    thesis.main([])
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[1:-1]]
+            for r in capsys.readouterr().out.splitlines() if r.startswith("| ") and "---" not in r}
+    readme = (REPO / "README.md").read_text()
+    for name in SURFACES:
+        points, gflop, time, devices, fp32, bf16 = rows[name][1:]
+        assert int(points) > 0 and float(gflop) > 0
+        assert f"| `thesis/{name}` | {time} | {devices} | {fp32} | {bf16} |" in readme, name
