@@ -144,10 +144,10 @@ class RunSettings:
         return self.directions.start if self.directions.kind == "line" else self.checkpoint.path
 
 
-KEYS = {"checkpoint": ("path", "key", "strip_prefix"), "seed": None, "loss": None, "precision": None, "model": None,
-        "data": None,
-        "directions": None, "launcher": None, "plot": None, "grid": ("dims", "resolution", "range", "tile"),
-        "run": ("dir",), "eval": None}  # None: any key (checked by its own part), or a plain value
+KEYS = {"checkpoint": ("path", "key", "strip_prefix"), "seed": None, "loss": None, "precision": None,
+        "model": None, "data": None, "directions": None, "launcher": None, "plot": None,
+        "grid": ("dims", "resolution", "range", "tile"), "run": ("dir",),
+        "eval": None}  # None: any key (checked by its own part), or a plain value
 
 
 def parse(cfg: Mapping[str, Any]) -> RunSettings:
