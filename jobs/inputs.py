@@ -7,9 +7,11 @@ nothing that changes a value can slip in unseen. Workers check the files they re
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -18,30 +20,40 @@ from landscape.digest import file_digest
 from landscape.engine import ENGINE_VERSION
 from landscape.errors import UserError
 
-from .run import RunDir, checkpoint_epoch
+from .run import RunDir
 from .settings import RUN_FORMAT, RunSettings, value_items
 
 
 def pca_checkpoints(spec: object) -> list[Path]:
-    """A folder of `epoch_*.pt` files in epoch order, or an explicit list; at least 3 of them."""
+    """An explicit list of files, or a pattern (`traj/step_*.pt`; a folder means its `epoch_*.pt`) whose
+    files are taken in natural order (step_2 before step_10); at least 3 of them."""
     if isinstance(spec, (list, tuple)):
         paths = [Path(p) for p in spec]
+        source: object = spec
     else:
-        folder = Path(str(spec))
-        if not folder.is_dir():
-            raise UserError(f"directions.checkpoints {folder} is not a folder of epoch_*.pt checkpoints")
-        paths = sorted(folder.glob("epoch_*.pt"), key=checkpoint_epoch)
+        folder = Path(str(spec)).is_dir()
+        pattern = str(Path(glob.escape(str(spec))) / "epoch_*.pt") if folder else str(spec)
+        if not glob.has_magic(pattern):
+            raise UserError(f"directions.checkpoints {spec} is neither a folder nor a pattern such as "
+                            "'traj/step_*.pt' (nor a list of files)")
+        paths = sorted((Path(p) for p in glob.glob(pattern)), key=natural_order)
+        source = f"the pattern {pattern}"
     absent = [str(p) for p in paths if not p.is_file()]
     if absent:
         raise UserError(f"checkpoint {absent[0]} does not exist")
-    directions.check_trajectory(paths, spec)
+    directions.check_trajectory(paths, source)
     return paths
+
+
+def natural_order(path: Path) -> list:
+    """A path's digits compared as numbers: `ckpt-900.pt` before `ckpt-1000.pt`."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(path))]
 
 
 def input_files(settings: RunSettings) -> list[Path]:
     """The checkpoints, data files and model source a run's values depend on, in a fixed order."""
     d = settings.directions
-    files = [Path(settings.checkpoint)]
+    files = [Path(settings.checkpoint.path)]
     if d.kind == "line":
         files.append(Path(d.start))
     elif d.kind == "pca":

@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from landscape import data, directions
+from landscape.checkpoint import Layout
 from landscape.engine import EngineOptions, check_loss, check_precision
 from landscape.engine.options import VALUE_NEUTRAL
 from landscape.errors import UserError, whole_number
 from landscape.grid import Grid, make_grid, make_tiling
 from landscape.plot import PlotOptions
+from landscape.spec import importable
 
-RUN_FORMAT = 2  # run.yaml's layout and fingerprint recipe; a run of another format is refused with one line
+RUN_FORMAT = 3  # run.yaml's layout and fingerprint recipe; a run of another format is refused with one line
 DEFAULT_RANGE = {"random": [-1.0, 1.0], "line": [0.0, 1.0]}  # line: past a=1 BN variances extrapolate below 0
 KINDS = ("random", "pca", "line")
 SPLITS = ("train", "test", "both")
@@ -54,28 +56,49 @@ class DirectionSettings:
 
 
 @dataclass(frozen=True)
+class CheckpointSettings:
+    """checkpoint.*: the file at the centre, and where its state_dict sits (`key`, `strip_prefix`); every
+    checkpoint of the run (a line's start, a PCA trajectory) is read the same way."""
+
+    path: str
+    key: str | None
+    strip_prefix: str | None
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.key, self.strip_prefix)
+
+
+@dataclass(frozen=True)
 class ModelSettings:
-    """model.*: a factory (`_target_`) and its keyword arguments; `name` labels runs and plots."""
+    """model.*: a factory (`_target_`) and its keyword arguments; `name` labels runs and plots; `path`, the
+    folders its module is imported from (never a value: the module's source is in the fingerprint)."""
 
     name: str
     target: str
     options: Mapping[str, Any]
+    path: tuple[str, ...] = ()
+
+    def values(self) -> dict[str, Any]:
+        return {"_target_": self.target, "name": self.name, **self.options}
 
     def spec(self) -> dict[str, Any]:
-        return {"_target_": self.target, "name": self.name, **self.options}
+        """What `landscape.spec.instantiate` builds the model from."""
+        return {**self.values(), "path": list(self.path)}
 
     def source_files(self) -> list[Path]:
         """The code of a factory outside this package: its module file and the `.py` files beside it (what it
         most likely imports); code elsewhere that it imports is not covered (README)."""
         if self.target.startswith("landscape."):
             return []
+        importable(self.path)
         try:
             spec = importlib.util.find_spec(self.target.rpartition(".")[0])
         except (ImportError, ValueError):
             spec = None
         if spec is None or not spec.origin or not Path(spec.origin).is_file():
-            raise UserError(f"model._target_ {self.target}: cannot find the module it names; check its spelling "
-                            "and that the module is importable here (PYTHONPATH)")
+            raise UserError(f"model._target_ {self.target}: cannot find the module it names; check its spelling, "
+                            "and start the command in the module's folder or give model.path=FOLDER")
         module = Path(spec.origin).resolve()
         return [module] + sorted(p for p in module.parent.glob("*.py") if p != module)
 
@@ -101,7 +124,7 @@ class DataSettings:
 class RunSettings:
     """One surface run, checked: every field but `device`, `plot`, `launcher` and `run_dir` changes values."""
 
-    checkpoint: str = field(metadata=VALUE)
+    checkpoint: CheckpointSettings = field(metadata=VALUE)
     seed: int = field(metadata=VALUE)
     loss: str = field(metadata=VALUE)
     precision: str = field(metadata=VALUE)
@@ -118,12 +141,13 @@ class RunSettings:
     @property
     def origin(self) -> str:
         """The checkpoint at a = 0: a line starts at `directions.start`, every other kind at `checkpoint`."""
-        return self.directions.start if self.directions.kind == "line" else self.checkpoint
+        return self.directions.start if self.directions.kind == "line" else self.checkpoint.path
 
 
-KEYS = {"checkpoint": None, "seed": None, "loss": None, "precision": None, "model": None, "data": None,
-        "directions": None, "launcher": None, "plot": None, "grid": ("dims", "resolution", "range", "tile"),
-        "run": ("dir",), "eval": None}  # None: any key (checked by its own part), or a plain value
+KEYS = {"checkpoint": ("path", "key", "strip_prefix"), "seed": None, "loss": None, "precision": None,
+        "model": None, "data": None, "directions": None, "launcher": None, "plot": None,
+        "grid": ("dims", "resolution", "range", "tile"), "run": ("dir",),
+        "eval": None}  # None: any key (checked by its own part), or a plain value
 
 
 def parse(cfg: Mapping[str, Any]) -> RunSettings:
@@ -131,7 +155,7 @@ def parse(cfg: Mapping[str, Any]) -> RunSettings:
     _known_keys(cfg)
     d = _directions(cfg["directions"])
     return RunSettings(
-        checkpoint=str(cfg["checkpoint"]), seed=whole_number(cfg["seed"], "seed", 0), loss=_loss(cfg["loss"]),
+        checkpoint=_checkpoint(cfg["checkpoint"]), seed=whole_number(cfg["seed"], "seed", 0), loss=_loss(cfg["loss"]),
         precision=_precision(cfg["precision"]), grid=_grid(cfg["grid"], d.kind), directions=d,
         model=_model(cfg["model"]), data=_data(cfg["data"]), engine=EngineOptions.parse(_engine_keys(cfg["eval"])),
         device=str(cfg["eval"].get("device", "auto")), plot=plot_options(cfg.get("plot") or {}),
@@ -149,7 +173,7 @@ def value_items(settings: RunSettings) -> dict[str, Any]:
         if isinstance(value, EngineOptions):
             out |= {f"eval.{k.name}": getattr(value, k.name) for k in fields(value) if k.name not in VALUE_NEUTRAL}
         elif isinstance(value, ModelSettings):
-            out |= {f"{prefix}.{k}": v for k, v in value.spec().items()}
+            out |= {f"{prefix}.{k}": v for k, v in value.values().items()}
         elif isinstance(value, DataSettings):  # how many processes decode is not a value
             out |= {f"{prefix}.{k}": v for k, v in value.spec().items() if k not in data.NEUTRAL}
         elif hasattr(value, "__dataclass_fields__"):
@@ -240,12 +264,20 @@ def check_tiling(grid: Grid, tile: Any) -> None:
     make_tiling(grid, tile)
 
 
+def _checkpoint(c: Mapping[str, Any]) -> CheckpointSettings:
+    for key in ("key", "strip_prefix"):
+        if c.get(key) is not None and not (isinstance(c[key], str) and c[key]):
+            raise UserError(f"checkpoint.{key} is {c[key]!r}: give a name, or null")
+    return CheckpointSettings(path=str(c["path"]), key=c.get("key"), strip_prefix=c.get("strip_prefix"))
+
+
 def _model(m: Mapping[str, Any]) -> ModelSettings:
     if not m.get("_target_"):
         raise UserError("model._target_ is not set: name a factory, e.g. model._target_=mypkg.nets.make_net")
-    options = {k: v for k, v in m.items() if k not in ("_target_", "name")}
+    options = {k: v for k, v in m.items() if k not in ("_target_", "name", "path")}
+    path = m.get("path") or ()
     return ModelSettings(name=str(m.get("name") or m["_target_"].rpartition(".")[2]), target=str(m["_target_"]),
-                         options=options)
+                         options=options, path=tuple(str(p) for p in ([path] if isinstance(path, str) else path)))
 
 
 def _data(d: Mapping[str, Any]) -> DataSettings:

@@ -43,9 +43,9 @@ def build_worker(run: RunDir, device: torch.device | None = None, cache_dir: Pat
     RUN_DIR/cache; a dry run keeps them out of the run)."""
     s = run.settings
     model = instantiate(s.model.spec())
-    origin, digest = checkpoint.load_with_digest(s.origin)  # loaded and hashed in one read
+    origin, digest = checkpoint.load_with_digest(s.origin, s.checkpoint.layout)  # loaded and hashed in one read
     inputs.check_unchanged(run, known={str(Path(s.origin)): digest})
-    checkpoint.put_into(model, origin, s.origin, s.model.name)
+    origin = checkpoint.put_into(model, origin, s.origin, s.model.name)
     names = [n for n, _ in model.named_parameters()]
     dataset = data.load(s.data.spec())
     splits = {name: dataset.split(name) for name in s.data.splits}

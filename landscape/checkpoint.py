@@ -2,8 +2,10 @@
 not fit a model."""
 import hashlib
 import io
+import os
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,41 +16,80 @@ from .digest import LARGE, file_digest
 from .errors import UserError
 
 StateDict = dict[str, torch.Tensor]
+UNCOUNTED = "num_batches_tracked"  # absent from files saved before BatchNorm counted; never read in eval mode
 
 
-def load_state(path: str | Path, mmap: bool = False) -> StateDict:
-    """A plain state_dict, or one stored under `state_dict` / `model` in a dict (`mmap`: read lazily), with
-    finite floating weights: every checkpoint a run reads comes through here."""
+@dataclass(frozen=True)
+class Layout:
+    """Where a file keeps its state_dict: under `key` (one of several, e.g. `ema`), its keys prefixed by
+    `strip_prefix` (`model.` in Lightning checkpoints)."""
+
+    key: str | None = None
+    strip_prefix: str | None = None
+
+
+def load_state(path: str | Path, mmap: bool = False, layout: Layout = Layout()) -> StateDict:
+    """A plain state_dict, or one stored under `state_dict` / `model` (or `layout.key`) in a dict (`mmap`: read
+    lazily), with finite floating weights: every checkpoint a run reads comes through here."""
     path = Path(path)
     _check_file(path)
-    return _parse(path, path, mmap)
+    return _parse(path, path, mmap, layout)
 
 
-def load_with_digest(path: str | Path) -> tuple[StateDict, str]:
+def load_with_digest(path: str | Path, layout: Layout = Layout()) -> tuple[StateDict, str]:
     """`load_state` and the file's digest (`digest.file_digest`'s) from one read of its bytes."""
     path = Path(path)
     _check_file(path)
     if path.stat().st_size > LARGE:  # the digest is the size and mtime: nothing to hash
-        return _parse(path, path, True), file_digest(path)
+        return _parse(path, path, True, layout), file_digest(path)
     raw = path.read_bytes()
-    return _parse(path, io.BytesIO(raw), False), hashlib.sha256(raw).hexdigest()
+    return _parse(path, io.BytesIO(raw), False, layout), hashlib.sha256(raw).hexdigest()
 
 
-def _parse(path: Path, source: Path | io.BytesIO, mmap: bool) -> StateDict:
+def _is_state(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _select(path: Path, obj: Any, key: str | None) -> StateDict:
+    """The state_dict in a loaded file: at `key`, else the file itself or its `state_dict` / `model` entry."""
+    entries = sorted(str(k) for k, v in obj.items() if _is_state(v)) if isinstance(obj, dict) else []
+    if key is not None:
+        if not isinstance(obj, dict) or not _is_state(obj.get(key)):
+            raise UserError(f"checkpoint {path} holds no state_dict under checkpoint.key={key}"
+                            + (f"; its state_dicts: {', '.join(entries)}" if entries else ""))
+        return obj[key]
+    for name in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(name), dict):
+            obj = obj[name]
+    if not _is_state(obj):
+        hint = f": its state_dicts are {', '.join(entries)}; pick one with checkpoint.key=NAME" if entries else ""
+        raise UserError(f"checkpoint {path} holds no state_dict (plain, or under 'state_dict'/'model'){hint}")
+    return obj
+
+
+def _parse(path: Path, source: Path | io.BytesIO, mmap: bool, layout: Layout) -> StateDict:
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it in one line
             warnings.simplefilter("ignore")
             obj: Any = torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many types for corrupt or unsafe files
         raise UserError(_load_failure(path, err)) from err
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"checkpoint {path} holds no state_dict (plain, or under 'state_dict'/'model')")
-    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    obj = _select(path, obj, layout.key)
+    prefix = layout.strip_prefix or ""
+    state = {_torchvision_legacy(k.removeprefix(prefix).removeprefix("module.")): v for k, v in obj.items()}
     _check_finite(path, state)
     return state
+
+
+# torchvision's published DenseNet files name `denselayer1.norm.1.weight` what its model calls `norm1.weight`
+_LEGACY_DENSE = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _torchvision_legacy(key: str) -> str:
+    """A key of torchvision's published DenseNet weights as torchvision's loader renames it (its regex)."""
+    match = _LEGACY_DENSE.match(key)
+    return match[1] + match[2] if match else key
 
 
 def _check_file(path: Path) -> None:
@@ -91,20 +132,23 @@ def _load_failure(path: Path, err: Exception) -> str:
 def check_fits(model: nn.Module, state: StateDict, path: str | Path, model_name: str = "model") -> None:
     """Raise a UserError naming missing/unexpected keys and differing shapes."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
+    missing = [k for k in own if k not in state and not k.endswith(UNCOUNTED)]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
               for k, v in own.items() if k in state and state[k].shape != v.shape]
     if not (missing or unexpected or shapes):
         return
+    shared = os.path.commonprefix(list(state)).rpartition(".")[0] if len(state) > 1 else ""
+    hint = (f" Every key of the checkpoint starts with '{shared}.': checkpoint.strip_prefix={shared}. removes it."
+            if unexpected and shared and not any(k.startswith(shared + ".") for k in own) else
+            " Is it a checkpoint of another architecture or data set?")
     parts = []
     for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
                          ("shapes differ (checkpoint vs model)", shapes)):
         if items:
             more = f" (+{len(items) - 4} more)" if len(items) > 4 else ""
             parts.append(f"{label}: {', '.join(items[:4])}{more}")
-    raise UserError(f"checkpoint {path} does not fit {model_name}: " + "; ".join(parts)
-                    + ". Is it a checkpoint of another architecture or data set?")
+    raise UserError(f"checkpoint {path} does not fit {model_name}: " + "; ".join(parts) + "." + hint)
 
 
 def load_into(model: nn.Module, path: str | Path, model_name: str = "model") -> StateDict:
@@ -115,5 +159,6 @@ def load_into(model: nn.Module, path: str | Path, model_name: str = "model") -> 
 def put_into(model: nn.Module, state: StateDict, path: str | Path, model_name: str = "model") -> StateDict:
     """`state` (read from `path`) into `model`, after checking it fits; returns the state."""
     check_fits(model, state, path, model_name)
+    state = {**{k: v for k, v in model.state_dict().items() if k.endswith(UNCOUNTED)}, **state}
     model.load_state_dict(state)
     return state

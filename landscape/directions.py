@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import torch
 
-from .checkpoint import StateDict, load_state
+from .checkpoint import Layout, StateDict, load_state
 from .errors import UserError, whole_number
 
 NORMS = ("filter", "layer", "model", "none")
@@ -124,11 +124,12 @@ def check_trajectory(paths: Sequence[str | Path], source: object = None) -> None
     if len(paths) < 3:
         raise UserError(f"PCA directions need at least 3 checkpoints, got {len(paths)}"
                         f"{f' from {source}' if source is not None else ''}: save one per epoch "
-                        "(landscape-train does) and point directions.checkpoints at that folder")
+                        "(landscape-train does) and point directions.checkpoints at that folder, or at a pattern "
+                        "of your files ('traj/step_*.pt')")
 
 
 def pca_directions(paths: Sequence[str | Path], final: StateDict, names: list[str], ignore: str = "biasbn",
-                   chunk_bytes: int = 64 << 20) -> Directions:
+                   chunk_bytes: int = 64 << 20, layout: Layout = Layout()) -> Directions:
     """Top two principal components of `theta_i - theta_final` over the checkpoints, rows centred.
 
     Streams over parameter chunks through the n x n Gram matrix, so memory is O(n^2 + P): 150
@@ -136,7 +137,7 @@ def pca_directions(paths: Sequence[str | Path], final: StateDict, names: list[st
     """
     check_normalization("none", ignore)
     check_trajectory(paths)
-    states = [load_state(p, mmap=True) for p in paths]
+    states = [load_state(p, mmap=True, layout=layout) for p in paths]
     for p, s in zip(paths, states):
         absent = [n for n in names if n not in s or s[n].shape != final[n].shape]
         if absent:

@@ -10,15 +10,15 @@ from typing import Callable
 
 from landscape.errors import UserError
 
+from landscape.models.zoo import WEIGHT_NAME
+
 from jobs.run import RunDir
-from .config import CONF_DIR, volatile
+from .config import CONF_DIR, PATH_KEYS, hydra_value, key_of, values_of, volatile
 
 HELP_FLAGS = ("-h", "--help")
 Main = Callable[[list[str]], "int | None"]
 
 
-PATH_KEYS = ("checkpoint", "directions.start", "directions.checkpoints", "data.path", "data.root", "data.labels",
-             "data.cache_dir", "plot.dir")
 # The conf/ file each command composes; landscape-status composes none (it takes a run directory only).
 CONFIGS = {"launch.surface": "surface", "launch.plots": "plot", "launch.train": "train"}
 
@@ -75,24 +75,34 @@ def _stdout_reader_gone() -> bool:
     return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def _absolute(value: str) -> str:
-    """One path, or a `[a,b,...]` list of paths, made absolute (interpolations left alone)."""
-    if value.startswith("[") and value.endswith("]"):
-        return "[" + ",".join(_absolute(v.strip()) for v in value[1:-1].split(",") if v.strip()) + "]"
-    if not value or "${" in value or value in ("null", "???"):
-        return value
-    return str(Path(value.strip("'\"")).expanduser().absolute())
+def _absolute(value: str) -> str | list[str]:
+    """One path, or a list of paths, made absolute (interpolations and torchvision weight names left alone)."""
+    values = values_of(value)
+    if isinstance(values, list):
+        return [str(_absolute(v)) for v in values]
+    if not values or values.startswith("${") or values in ("null", "???") or WEIGHT_NAME.fullmatch(values):
+        return values
+    return str(Path(values).expanduser().absolute())
 
 
 def absolute_paths(argv: list[str]) -> list[str]:
     """Files typed relative to the current folder, made absolute: a resume from another folder, and a job
-    that starts elsewhere (some schedulers start it in $HOME), then read the same files."""
-    return [f"{o.split('=', 1)[0]}={_absolute(o.split('=', 1)[1])}" if "=" in o and _key(o) in PATH_KEYS else o
-            for o in argv]
+    that starts elsewhere (some schedulers start it in $HOME), then read the same files. A list is written
+    back in Hydra's list syntax, each path quoted (config.load quotes single paths)."""
+    out = []
+    for o in argv:
+        if "=" not in o or key_of(o) not in PATH_KEYS:
+            out.append(o)
+            continue
+        value = _absolute(o.split("=", 1)[1])
+        out.append(f"{o.split('=', 1)[0]}={hydra_value(value) if isinstance(value, list) else value}")
+    return out
+
+
+def _saved_key(override: str) -> str:
+    """The key an override sets, `checkpoint` spelled in full (a resume's checkpoint.path=X replaces checkpoint=Y)."""
+    key = key_of(override)
+    return "checkpoint.path" if key == "checkpoint" else key
 
 
 def with_saved_overrides(argv: list[str]) -> list[str]:
@@ -100,10 +110,10 @@ def with_saved_overrides(argv: list[str]) -> list[str]:
     refines them; how it ran (launcher, device, plots) applies to the command that said it only.
     Paths in argv are made absolute first."""
     argv = absolute_paths(argv)
-    run_dirs = [a.split("=", 1)[1] for a in argv if _key(a) == "run.dir"]
-    run = RunDir(run_dirs[-1]) if run_dirs else None
+    run_dirs = [values_of(a.split("=", 1)[1]) for a in argv if key_of(a) == "run.dir"]
+    run = RunDir(str(run_dirs[-1])) if run_dirs else None
     if run is None or not run.config_file.is_file():
         return argv
-    merged = {_key(o): o for o in run.saved.get("overrides", []) if not volatile(_key(o))}
-    merged.update({_key(o): o for o in argv})
+    merged = {_saved_key(o): o for o in run.saved.get("overrides", []) if not volatile(key_of(o))}
+    merged.update({_saved_key(o): o for o in argv})
     return list(merged.values())

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -14,23 +15,34 @@ from omegaconf.errors import OmegaConfBaseException
 from landscape import data
 from landscape.engine.options import VALUE_NEUTRAL
 from landscape.errors import UserError, first_line
+from landscape.models.zoo import WEIGHT_NAME
 
 # conf/ at the repo root (a checkout, an editable install), or installed as package data launch/conf (pip install .)
 _HERE = Path(__file__).resolve().parent
 CONF_DIR = _HERE / "conf" if (_HERE / "conf").is_dir() else _HERE.parent / "conf"
+# Files and folders: made absolute where typed (launch/cli.py), and passed to Hydra quoted, so that any name
+# (=, commas, quotes, spaces, non-ASCII) is one string. `checkpoint=PATH` is short for checkpoint.path=PATH.
+PATH_KEYS = ("checkpoint", "checkpoint.path", "directions.start", "directions.checkpoints", "data.path",
+             "data.root", "data.labels", "data.cache_dir", "plot.dir", "model.path", "model.weights")
+QUOTED_KEYS = (*PATH_KEYS, "run.dir")
 # Settings that never change a value (how and where it runs, plots): a resume takes them from the command,
-# not from the saved run. train.overwrite says how to treat old checkpoints, not what is trained.
-VOLATILE = ("launcher", "plot", "run", "eval.device", "train.overwrite", *(f"eval.{k}" for k in VALUE_NEUTRAL),
-            *(f"data.{k}" for k in data.NEUTRAL))
+# not from the saved run. train.overwrite says how to treat old checkpoints, not what is trained; model.path
+# where a model's code is found (its source is compared by contents).
+VOLATILE = ("launcher", "plot", "run", "eval.device", "train.overwrite", "model.path",
+            *(f"eval.{k}" for k in VALUE_NEUTRAL), *(f"data.{k}" for k in data.NEUTRAL))
 
 
 def load(name: str, overrides: list[str]) -> dict[str, Any]:
     """Compose `conf/<name>.yaml` with overrides, set the sizes left to the data, and resolve every interpolation
     (`model.num_classes: ${data.num_classes}` then reads the inferred count, and the saved config records it)."""
+    overrides = [_hydra_safe(o) for o in overrides]
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name=name, overrides=overrides)
+        if "model" in cfg:  # recorded in the run: workers, array tasks and MPI ranks import from the same folders
+            cfg.model.path = import_dirs(cfg.model.get("path"))
         missing = _missing_keys(cfg)
+        missing = ["checkpoint" if m == "checkpoint.path" else m for m in missing]  # as users type it
         if missing:
             raise UserError(f"missing required setting: {', '.join(dict.fromkeys(missing))} "
                             f"(give it on the command line, e.g. {missing[0]}=...)")
@@ -40,6 +52,51 @@ def load(name: str, overrides: list[str]) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(_unknown_choice(err) or _unknown_key(name, overrides, err) or first_line(err)) from err
+
+
+def key_of(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def values_of(value: str) -> str | list[str]:
+    """A path setting's value as typed: one path, or a `[a,b]` list of them; Hydra quotes ('a,b.pt') are removed,
+    and a value Hydra cannot read (a comma, `=` or a non-ASCII letter, unquoted) is one path as it stands."""
+    try:
+        parsed = OverridesParser.create().parse_override(f"k={value}").value()
+    except (HydraException, OmegaConfBaseException):
+        parsed = None
+    if isinstance(parsed, list) and all(isinstance(v, str) for v in parsed):
+        return parsed
+    return parsed if isinstance(parsed, str) else value
+
+
+def quoted(value: str) -> str:
+    """`value` as one Hydra string, whatever it holds: single-quoted, with quotes, backslashes before quotes and
+    at the end, and `${` escaped (Hydra's rules for quoted values)."""
+    return "'" + re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + ("\\'" if m[2] else ""), value).replace("${", "\\${") + "'"
+
+
+def hydra_value(values: str | list[str]) -> str:
+    """One path, or a list of them, as a Hydra value that reads back as exactly those strings."""
+    return quoted(values) if isinstance(values, str) else "[" + ",".join(map(quoted, values)) + "]"
+
+
+def _hydra_safe(override: str) -> str:
+    """A path setting quoted for Hydra (`checkpoint` spelled `checkpoint.path`); other overrides as given."""
+    if "=" not in override or key_of(override) not in QUOTED_KEYS:
+        return override
+    key, value = override.split("=", 1)
+    key = key.replace("checkpoint", "checkpoint.path") if key_of(override) == "checkpoint" else key
+    if value.startswith("${") or value in ("null", "???", ""):  # an interpolation: Hydra's to resolve
+        return f"{key}={value}"
+    return f"{key}={hydra_value(values_of(value))}"
+
+
+def import_dirs(path: Any) -> list[str]:
+    """`model.path` (a folder or a list of them) and the folder the command was started in, absolute: where a
+    model's `_target_` is imported from, here and on every node."""
+    given = [] if path is None else [path] if isinstance(path, str) else list(path)
+    return list(dict.fromkeys(str(Path(p).expanduser().absolute()) for p in [*given, Path.cwd()]))
 
 
 def _unknown_choice(err: Exception) -> str | None:

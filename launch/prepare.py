@@ -29,7 +29,7 @@ from landscape.spec import instantiate
 from jobs import inputs
 from jobs.run import RunDir, checkpoint_epoch
 from jobs.settings import RUN_FORMAT, ModelSettings, RunSettings, check_tiling, differences, parse
-from .cli import PATH_KEYS
+from .config import PATH_KEYS
 
 Log = Callable[[str], None]
 
@@ -61,7 +61,7 @@ def make_directions(s: RunSettings, model: torch.nn.Module, state: checkpoint.St
     if d.kind == "line":
         return directions.line_direction(names, start, state, [n for n, _ in model.named_buffers()])
     paths = inputs.pca_checkpoints(d.checkpoints)
-    dirs = directions.pca_directions(paths, state, names, d.ignore)
+    dirs = directions.pca_directions(paths, state, names, d.ignore, layout=s.checkpoint.layout)
     dirs.trajectory_epochs = np.array([checkpoint_epoch(p) for p in paths])
     return dirs
 
@@ -95,7 +95,7 @@ def same_files_as_saved(cfg: dict[str, Any], saved: dict[str, Any]) -> dict[str,
         for part in parents:
             new, old = new.get(part, {}), (old or {}).get(part, {})
         a, b = new.get(leaf), (old or {}).get(leaf)
-        if a is None or b is None or a == b:
+        if a is None or b is None or a == b or isinstance(a, dict):  # `checkpoint`: its path is checked
             continue
         pa, pb = _files_of(a), _files_of(b)
         if len(pa) == len(pb) and all(x.exists() and y.exists() and os.path.samefile(x, y) for x, y in zip(pa, pb)):
@@ -166,12 +166,13 @@ def read_inputs(s: RunSettings) -> Read:
     files = inputs.input_files(s)
     model = build_model(s.model)
     check_model(model)
-    state, digest = checkpoint.load_with_digest(s.checkpoint)
-    checkpoint.put_into(model, state, s.checkpoint, s.model.name)
-    known = {s.checkpoint: digest}
+    layout = s.checkpoint.layout
+    state, digest = checkpoint.load_with_digest(s.checkpoint.path, layout)
+    state = checkpoint.put_into(model, state, s.checkpoint.path, s.model.name)
+    known = {s.checkpoint.path: digest}
     start = None
     if s.directions.kind == "line":
-        start, known[s.directions.start] = checkpoint.load_with_digest(s.directions.start)
+        start, known[s.directions.start] = checkpoint.load_with_digest(s.directions.start, layout)
         checkpoint.check_fits(model, start, s.directions.start, s.model.name)
     return Read(model, state, start, inputs.digests(files, {str(Path(k)): v for k, v in known.items()}))
 

@@ -26,7 +26,7 @@ def test_relative_checkpoint_is_saved_absolute_and_resumes_from_anywhere(trained
     run = tmp_path / "run"
     assert _surface(capsys, *args, "checkpoint=ck/last.pt", "run.dir=run")[0] == 0
     saved = yaml.safe_load((run / "run.yaml").read_text())
-    assert saved["config"]["checkpoint"] == str(tmp_path / "ck" / "last.pt")
+    assert saved["config"]["checkpoint"]["path"] == str(tmp_path / "ck" / "last.pt")
     monkeypatch.chdir("/")
     rc, out, err = _surface(capsys, f"run.dir={run}")  # the saved command, from another folder
     assert rc == 0 and "1/1 tiles done, 0 to compute" in out, err
