@@ -75,7 +75,7 @@ def reduce(run_dir: str | Path) -> Reduced:
              or run.saved.get("versions", {}).get("torch", ""),
              "title": f"{s.model.name} on {s.data.name}, {s.directions.kind} directions", **_axis_labels(d, run.grid),
              # what plots name: the checkpoint's file stem (and a line's start), the kind of directions
-             "checkpoint": Path(s.checkpoint).stem, "start": Path(s.directions.start or "").stem,
+             "checkpoint": Path(s.checkpoint.path).stem, "start": Path(s.directions.start or "").stem,
              "directions": s.directions.kind}
     checks = [float(m["precision_check"]) for m in metas if "precision_check" in m]
     if checks:  # bf16/fp16: the largest relative loss difference from fp32 over the checked points
