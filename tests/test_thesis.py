@@ -12,6 +12,7 @@ from jobs import settings
 from launch import config
 from launch.train import train_config
 from conftest import REPO, cli
+from test_imagefolder import make_folder
 
 PRESETS = REPO / "conf" / "experiment" / "thesis"
 SURFACES = sorted(p.stem for p in PRESETS.glob("*.yaml"))
@@ -20,7 +21,6 @@ TRAININGS = sorted(p.stem for p in (PRESETS / "train").glob("*.yaml"))
 EPOCHS = {"taaf_prep": 150, "taaf_3x6000": 500, "plain_3x6000": 500, "taaf_3x9000": 500, "plain_3x9000": 500,
           "resnet50": 150, "resnet50_noskip": 150, "resnet56": 200, "resnet56_noskip": 200, "resnet110": 200,
           "resnet110_noskip": 200, "densenet_cifar": 150}
-IMAGEFOLDER = (REPO / "conf" / "data" / "imagefolder.yaml").is_file()  # the image-folder data's conf group
 
 
 def _data_args(name: str, tmp_path: Path) -> list[str]:
@@ -28,13 +28,13 @@ def _data_args(name: str, tmp_path: Path) -> list[str]:
     if data == "tensors":  # the sizes are read from the file's headers: a GEO-shaped stand-in
         np.savez(tmp_path / "geo.npz", x=np.zeros((4, 942), np.float32), y=np.zeros((4, 4759), np.float32))
         return [f"data.path={tmp_path / 'geo.npz'}"]
+    if data == "imagefolder":  # the sizes are read from the folder: a few generated images in class folders
+        return [f"data.root={make_folder(tmp_path / 'images')}"]
     return [f"data.root={tmp_path}"]
 
 
 @pytest.mark.parametrize("name", SURFACES)
 def test_every_surface_preset_parses(name, tmp_path):
-    if name.startswith("imagenet") and not IMAGEFOLDER:
-        pytest.skip("conf/data/imagefolder.yaml is not here")
     pca = [f"directions.checkpoints={tmp_path}"] if "pca" in name else []
     cfg = config.load("surface", [f"+experiment=thesis/{name}", f"checkpoint={tmp_path / 'c.pt'}", *pca,
                                   *_data_args(name, tmp_path)])
@@ -76,7 +76,6 @@ def test_the_readme_table_lists_every_preset():
         assert f"+experiment=thesis/{name} " in readme or f"thesis/{name}`" in readme, name
 
 
-@pytest.mark.skipif(not IMAGEFOLDER, reason="needs conf/data/imagefolder.yaml (the image-folder data)")
 def test_imagenet_resnet50_preset_dry_run_prints_plan_and_estimate(tmp_path):
     from PIL import Image
 
