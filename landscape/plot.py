@@ -265,6 +265,9 @@ def plot_surface_file(path: str | Path, out_dir: str | Path, opts: PlotOptions) 
         y = f["ycoordinates"][()] if "ycoordinates" in f else None
         trajectory = f["trajectory"][()] if "trajectory" in f else None
         labels = f["trajectory_labels"][()] if "trajectory_labels" in f else None
+        if trajectory is None and "checkpoint_coordinates" in f:  # a plane through checkpoints: mark each one
+            trajectory = f["checkpoint_coordinates"][()]
+            labels = np.array([s.decode() for s in f["checkpoint_labels"][()]])
         xlabel, ylabel, title = _attr(f, "xlabel"), _attr(f, "ylabel"), _attr(f, "title")
     if y is None:
         return plot_1d(x, values, out_dir, "1d_loss_acc", opts, xlabel, title)

@@ -17,7 +17,8 @@ HELP_FLAGS = ("-h", "--help")
 Main = Callable[[list[str]], "int | None"]
 
 
-PATH_KEYS = ("checkpoint", "directions.start", "directions.checkpoints", "data.path", "data.root", "plot.dir")
+PATH_KEYS = ("checkpoint", "directions.start", "directions.checkpoints", "directions.points", "data.path",
+             "data.root", "plot.dir")
 # The conf/ file each command composes; landscape-status composes none (it takes a run directory only).
 CONFIGS = {"launch.surface": "surface", "launch.plots": "plot", "launch.train": "train"}
 

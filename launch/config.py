@@ -20,7 +20,8 @@ _HERE = Path(__file__).resolve().parent
 CONF_DIR = _HERE / "conf" if (_HERE / "conf").is_dir() else _HERE.parent / "conf"
 # Settings that never change a value (how and where it runs, plots): a resume takes them from the command,
 # not from the saved run. train.overwrite says how to treat old checkpoints, not what is trained.
-VOLATILE = ("launcher", "plot", "run", "eval.device", "train.overwrite", *(f"eval.{k}" for k in VALUE_NEUTRAL))
+VOLATILE = ("launcher", "plot", "figures", "run", "eval.device", "train.overwrite",
+            *(f"eval.{k}" for k in VALUE_NEUTRAL))
 
 
 def load(name: str, overrides: list[str]) -> dict[str, Any]:

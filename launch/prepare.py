@@ -52,14 +52,20 @@ def _fitted_range(points: np.ndarray, margin: float = 0.25) -> list[list[float]]
 
 
 def make_directions(s: RunSettings, model: torch.nn.Module, state: checkpoint.StateDict,
-                    start: checkpoint.StateDict | None) -> directions.Directions:
-    """The run's directions: random (seeded), the line from `start` to the checkpoint, or PCA."""
+                    start: checkpoint.StateDict | None,
+                    points: list[checkpoint.StateDict] | None = None) -> directions.Directions:
+    """The run's directions: random (one plane per seed), the line from `start` to the checkpoint, the plane
+    through three checkpoints, or PCA."""
     d = s.directions
     names = [n for n, _ in model.named_parameters()]
+    buffers = [n for n, _ in model.named_buffers()]
     if d.kind == "random":
-        return directions.random_directions(names, [state[n] for n in names], s.grid.dims, d.norm, d.ignore, s.seed)
+        return directions.random_planes(names, [state[n] for n in names], s.grid.dims, d.norm, d.ignore,
+                                        d.seeds(s.seed))
     if d.kind == "line":
-        return directions.line_direction(names, start, state, [n for n, _ in model.named_buffers()])
+        return directions.line_direction(names, start, state, buffers)
+    if d.kind == "plane":
+        return directions.checkpoint_plane(names, state, points, buffers, d.orthogonalize, d.norm, d.ignore)
     paths = inputs.pca_checkpoints(d.checkpoints)
     dirs = directions.pca_directions(paths, state, names, d.ignore)
     dirs.trajectory_epochs = np.array([checkpoint_epoch(p) for p in paths])
@@ -151,13 +157,14 @@ def _stale(s: RunSettings) -> list[str]:
 
 @dataclass(frozen=True)
 class Read:
-    """The driver's one read of the checkpoints a new run needs: the model at the centre, the line's start, and
-    the digest of every input."""
+    """The driver's one read of the checkpoints a new run needs: the model at the centre, the line's start, the
+    plane's two other checkpoints, and the digest of every input."""
 
     model: torch.nn.Module
     state: checkpoint.StateDict
     start: checkpoint.StateDict | None
     digests: dict[str, str]
+    points: list[checkpoint.StateDict]
 
 
 def read_inputs(s: RunSettings) -> Read:
@@ -172,7 +179,12 @@ def read_inputs(s: RunSettings) -> Read:
     if s.directions.kind == "line":
         start, known[s.directions.start] = checkpoint.load_with_digest(s.directions.start)
         checkpoint.check_fits(model, start, s.directions.start, s.model.name)
-    return Read(model, state, start, inputs.digests(files, {str(Path(k)): v for k, v in known.items()}))
+    points = []
+    for path in s.directions.points if s.directions.kind == "plane" else ():
+        point, known[path] = checkpoint.load_with_digest(path)
+        checkpoint.check_fits(model, point, path, s.model.name)
+        points.append(point)
+    return Read(model, state, start, inputs.digests(files, {str(Path(k)): v for k, v in known.items()}), points)
 
 
 def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = True, log: Log = print,
@@ -212,17 +224,19 @@ def create(s: RunSettings, cfg: dict[str, Any], overrides: list[str], read: Read
     dataset = data.load(s.data.spec())
     for name in s.data.splits:
         check_data_fits(read.model, dataset.split(name), dataset.num_classes, s.loss, name)
-    dirs = make_directions(s, read.model, read.state, read.start)
+    dirs = make_directions(s, read.model, read.state, read.start, read.points)
     kind = s.directions.kind
-    range_ = _fitted_range(dirs.trajectory) if kind == "pca" and s.grid.range is None else \
-        s.grid.default_range(kind)
+    fitted = dirs.trajectory if kind == "pca" else dirs.marks
+    range_ = _fitted_range(fitted) if fitted is not None and s.grid.range is None else s.grid.default_range(kind)
     grid = s.grid.grid(range_)
     if read.start is not None:
         _warn_negative_variances(read.start, dirs, grid.x, log)
-    check_tiling(grid, s.grid.tile)
+    check_tiling(grid, s.grid.tile, s.planes)
     target.path.mkdir(parents=True, exist_ok=True)
     extra = {"xcoordinates": grid.x} | ({"ycoordinates": grid.y} if grid.y is not None else {})
     directions.save(target.directions_file, dirs, extra)
+    if dirs.trajectory is not None:  # Li et al.'s plot_contour_trajectory reads it beside their directions file
+        directions.write_projection(target.directions_file, dirs.trajectory)
     direction_digest = file_digest(target.directions_file)
     saved = {"format": RUN_FORMAT, "fingerprint": inputs.fingerprint(key, direction_digest), "key": key,
              "directions": direction_digest, "inputs": read.digests, "overrides": overrides,
