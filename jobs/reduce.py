@@ -45,13 +45,17 @@ def nonfinite_line(run: RunDir, metas: Mapping[int, Mapping[str, Any]]) -> str:
     return f"non-finite loss: {sum(counts.values())} of {points} points, in tiles {ids} ({where})"
 
 
-def _axis_labels(d: directions.Directions, grid: Grid) -> dict[str, str]:
+def _axis_labels(run: RunDir, d: directions.Directions, grid: Grid) -> dict[str, str]:
     kind = d.attrs.get("kind", "")
     if kind == "pca" and d.explained_variance_ratio is not None:
         r = d.explained_variance_ratio
         return {"xlabel": f"PC1 ({100 * r[0]:.1f}% of variance)", "ylabel": f"PC2 ({100 * r[1]:.1f}% of variance)"}
     if kind == "line":
         return {"xlabel": "interpolation a: (1-a) start + a checkpoint", "ylabel": ""}
+    if kind == "plane":
+        w0, w1, w2 = (Path(p).stem for p in (run.settings.checkpoint, *run.settings.directions.points))
+        ortho = ", orthogonalized" if d.attrs.get("orthogonalize") else ""
+        return {"xlabel": f"a: {w1} - {w0}", "ylabel": f"b: {w2} - {w0}{ortho}"}
     return {"xlabel": f"direction 1 ({d.attrs.get('norm', '')}-normalized)",
             "ylabel": f"direction 2 ({d.attrs.get('norm', '')}-normalized)" if grid.y is not None else ""}
 
@@ -104,7 +108,7 @@ def reduce(run_dir: str | Path) -> Reduced:
              "landscape_version": landscape.__version__, "seed": s.seed,
              "torch_version": ", ".join(sorted({str(m.get("torch", "?")) for m in metas}))
              or run.saved.get("versions", {}).get("torch", ""),
-             "title": f"{s.model.name} on {s.data.name}, {s.directions.kind} directions", **_axis_labels(d, run.grid),
+             "title": f"{s.model.name} on {s.data.name}, {s.directions.kind} directions", **_axis_labels(run, d, run.grid),
              "directions_kind": s.directions.kind, "planes": s.planes, "seeds": np.array(s.directions.seeds(s.seed)),
              "figures_radii": np.array(s.figures.radii), "figures_basin": s.figures.rule}
     checks = [float(m["precision_check"]) for m in metas if "precision_check" in m]

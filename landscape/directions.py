@@ -157,18 +157,22 @@ def line_direction(names: list[str], start: StateDict, end: StateDict, buffer_na
     return Directions(names, x, None, buffers, attrs={"kind": "line"})
 
 
-def negative_variances(start: StateDict, buffers: dict[str, torch.Tensor], xs: np.ndarray) -> np.ndarray:
-    """The coordinates among `xs` where a BatchNorm running variance on the line `start + a * step` is below 0.
+def negative_variances(start: StateDict, steps: Sequence[dict[str, torch.Tensor] | None],
+                       coords: np.ndarray) -> np.ndarray:
+    """Which of the points `coords` (n, D) have a BatchNorm running variance `start + sum_k c_k step_k` below 0.
 
-    Past the line's ends (a < 0 or a > 1) the variances are extrapolated, and BatchNorm of a negative variance
-    is NaN: the loss there is not the network's, so the driver warns.
+    Past the checkpoints (a line's ends, a plane's triangle) the variances are extrapolated, and BatchNorm of a
+    negative variance is NaN: the loss there is not the network's, so the driver warns.
     """
-    bad = np.zeros(len(xs), dtype=bool)
-    for name, step in buffers.items():
+    coords = np.asarray(coords, dtype=np.float64).reshape(len(coords), -1)
+    bad = np.zeros(len(coords), dtype=bool)
+    for name in (steps[0] or {}):
         if name.endswith("running_var") and name in start:
-            v0, dv = start[name].double().reshape(-1).numpy(), step.double().reshape(-1).numpy()
-            bad |= ((v0[None, :] + np.asarray(xs, dtype=np.float64)[:, None] * dv[None, :]) < 0).any(1)
-    return np.asarray(xs)[bad]
+            v = start[name].double().reshape(1, -1).numpy().repeat(len(coords), 0)
+            for k, step in enumerate(s for s in steps if s):
+                v = v + coords[:, k:k + 1] * step[name].double().reshape(1, -1).numpy()
+            bad |= (v < 0).any(1)
+    return bad
 
 
 def _streamed_columns(states: list[StateDict], final: StateDict, names: list[str], ignore: str, chunk: int):

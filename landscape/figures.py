@@ -103,7 +103,8 @@ def _plane_figures(x: np.ndarray, y: np.ndarray | None, z: np.ndarray, opts: Fig
                    line: bool) -> dict[str, float]:
     centre = _centre(x, y)
     z0 = float(z[centre])
-    dist = np.abs(x) if y is None else np.hypot(*np.meshgrid(x, y))
+    cx = x[centre[-1]]
+    dist = np.abs(x - cx) if y is None else np.hypot(*np.meshgrid(x - cx, y - y[centre[0]]))  # from the centre point
     out = {"centre_loss": z0}
     for r in opts.radii:
         inside = z[dist <= r * (1 + 1e-9)]

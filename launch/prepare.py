@@ -72,13 +72,18 @@ def make_directions(s: RunSettings, model: torch.nn.Module, state: checkpoint.St
     return dirs
 
 
-def _warn_negative_variances(start: checkpoint.StateDict, dirs: directions.Directions, xs: np.ndarray,
+def _warn_negative_variances(start: checkpoint.StateDict, dirs: directions.Directions, grid: Grid,
                              log: Log) -> None:
-    """A line extended past its ends can extrapolate BatchNorm variances below 0: say where (NaN there)."""
-    bad = directions.negative_variances(start, dirs.x_buffers or {}, xs)
-    if len(bad):
-        log(f"warning: {len(bad)} of {len(xs)} points (a from {bad.min():g} to {bad.max():g}) lie where the line "
-            "extrapolates some BatchNorm running variance below 0: their loss will be NaN, not the network's")
+    """A line or plane extended past its checkpoints can extrapolate BatchNorm variances below 0: say where (NaN
+    there)."""
+    coords = grid.x[:, None] if grid.y is None else np.stack([a.ravel() for a in np.meshgrid(grid.x, grid.y)], 1)
+    bad = coords[directions.negative_variances(start, [dirs.x_buffers, dirs.y_buffers], coords)]
+    if not len(bad):
+        return
+    where = ", ".join(f"{n} from {lo:g} to {hi:g}" for n, lo, hi in zip("ab", bad.min(0), bad.max(0)))
+    log(f"warning: {len(bad)} of {len(coords)} points ({where}) lie where the "
+        f"{'line' if grid.y is None else 'plane'} extrapolates some BatchNorm running variance below 0: their "
+        "loss will be NaN, not the network's")
 
 
 def _write_run_yaml(run: RunDir, saved: dict[str, Any]) -> None:
@@ -229,8 +234,8 @@ def create(s: RunSettings, cfg: dict[str, Any], overrides: list[str], read: Read
     fitted = dirs.trajectory if kind == "pca" else dirs.marks
     range_ = _fitted_range(fitted) if fitted is not None and s.grid.range is None else s.grid.default_range(kind)
     grid = s.grid.grid(range_)
-    if read.start is not None:
-        _warn_negative_variances(read.start, dirs, grid.x, log)
+    if dirs.x_buffers:
+        _warn_negative_variances(read.state if kind == "plane" else read.start, dirs, grid, log)
     check_tiling(grid, s.grid.tile, s.planes)
     target.path.mkdir(parents=True, exist_ok=True)
     extra = {"xcoordinates": grid.x} | ({"ycoordinates": grid.y} if grid.y is not None else {})
