@@ -108,7 +108,8 @@ def reduce(run_dir: str | Path) -> Reduced:
              "landscape_version": landscape.__version__, "seed": s.seed,
              "torch_version": ", ".join(sorted({str(m.get("torch", "?")) for m in metas}))
              or run.saved.get("versions", {}).get("torch", ""),
-             "title": f"{s.model.name} on {s.data.name}, {s.directions.kind} directions", **_axis_labels(run, d, run.grid),
+             "title": f"{s.model.name} on {s.data.name}, {s.directions.kind} directions",
+             **_axis_labels(run, d, run.grid),
              "directions_kind": s.directions.kind, "planes": s.planes, "seeds": np.array(s.directions.seeds(s.seed)),
              "figures_radii": np.array(s.figures.radii), "figures_basin": s.figures.rule}
     checks = [float(m["precision_check"]) for m in metas if "precision_check" in m]

@@ -155,7 +155,8 @@ def parse(cfg: Mapping[str, Any]) -> RunSettings:
         precision=_precision(cfg["precision"]), grid=_grid(cfg["grid"], d.kind, len(d.seeds(seed))), directions=d,
         model=_model(cfg["model"]), data=_data(cfg["data"]), engine=EngineOptions.parse(_engine_keys(cfg["eval"])),
         device=str(cfg["eval"].get("device", "auto")), plot=plot_options(cfg.get("plot") or {}),
-        figures=figure_options(cfg.get("figures") or {}), launcher=dict(cfg.get("launcher") or {}), run_dir=(cfg.get("run") or {}).get("dir"))
+        figures=figure_options(cfg.get("figures") or {}), launcher=dict(cfg.get("launcher") or {}),
+        run_dir=(cfg.get("run") or {}).get("dir"))
 
 
 def value_items(settings: RunSettings) -> dict[str, Any]:

@@ -206,7 +206,8 @@ def table(all_rows: list[dict[str, Any]]) -> str:
     runs = list(dict.fromkeys(r["run"] for r in all_rows))
     keys = list(dict.fromkeys((r["loss"], r["figure"]) for r in all_rows))
     cell = {(r["run"], r["loss"], r["figure"]): r for r in all_rows}
-    fmt = lambda r: "-" if r is None else (f"{r['mean']:.4g}" + (f" +- {r['std']:.2g}" if r["planes"] > 1 else ""))  # noqa: E731
+    def fmt(r: dict[str, Any] | None) -> str:
+        return "-" if r is None else f"{r['mean']:.4g}" + (f" +- {r['std']:.2g}" if r["planes"] > 1 else "")
     body = [[f"{loss} {figure}", *(fmt(cell.get((run, loss, figure))) for run in runs)] for loss, figure in keys]
     planes = {run: max(r["planes"] for r in all_rows if r["run"] == run) for run in runs}
     head = ["figure", *(f"{run} ({planes[run]} plane{'s' * (planes[run] > 1)})" for run in runs)]

@@ -94,7 +94,8 @@ def write_tile(path: Path, tile: Tile, fingerprint: str, values: Mapping[str, np
         for key, v in values.items():
             f.create_dataset(key, data=np.asarray(v, dtype=np.float64).reshape(tile.shape))
         f.attrs.update({"fingerprint": fingerprint, "tile": tile.id, "ix0": tile.ix0, "ix1": tile.ix1,
-                        "iy0": tile.iy0, "iy1": tile.iy1, "plane": tile.plane, "nonfinite": int(nonfinite(values).sum()), **meta})
+                        "iy0": tile.iy0, "iy1": tile.iy1, "plane": tile.plane,
+                        "nonfinite": int(nonfinite(values).sum()), **meta})
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,30 @@ def test_stats_and_status_print_the_figures(two_planes, singles):
     assert "figures:" in status and "train_loss centre_loss" in status
 
 
+@pytest.mark.cluster
+def test_planes_through_slurm_tasks_that_cross_planes(slurm, singles, trained, tmp_path):
+    run = tmp_path / "slurm"
+    cli("landscape-surface", "model=digits_cnn", "data=digits", f"checkpoint={trained / 'last.pt'}", *GRID,
+        "directions.planes=[3,5]", "grid.tile=2", "launcher=slurm", "launcher.partition=debug",
+        "launcher.tiles_per_task=4", f"run.dir={run}")  # task 1: tiles 4, 5 of plane 0 and 0, 1 of plane 1
+    with h5py.File(run / "surface.h5", "r") as f:
+        for k, seed in enumerate((3, 5)):
+            np.testing.assert_array_equal(f["planes/train_loss"][k], singles[seed]["train_loss"])
+
+
+def test_new_figure_settings_recompute_the_figures_only(two_planes, tmp_path):
+    run = tmp_path / "radii"
+    shutil.copytree(two_planes, run)
+    out = cli("landscape-surface", f"run.dir={run}", "figures.radii=[0.3,1]", "figures.delta=null",
+              "figures.factor=2").stdout
+    assert "0 to compute" in out
+    with h5py.File(run / "surface.h5", "r") as f:
+        assert sorted(f["figures/train_loss"]) == sorted([
+            "centre_loss", "mean_rise_r0.3", "max_rise_r0.3", "sharpness_r0.3", "mean_rise_r1", "max_rise_r1",
+            "sharpness_r1", "basin_fraction", "nonconvex_fraction", "centre_min_curvature", "centre_max_curvature"])
+        assert f.attrs["figures_basin"] == "centre * 2"
+
+
 def test_planes_resume_per_tile(two_planes, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(two_planes, run)
