@@ -20,7 +20,7 @@ from landscape.figures import FigureOptions, figure_options
 from landscape.grid import Grid, make_grid, make_tiling
 from landscape.plot import PlotOptions
 
-RUN_FORMAT = 2  # run.yaml's layout and fingerprint recipe; a run of another format is refused with one line
+RUN_FORMAT = 3  # run.yaml's layout and fingerprint recipe; a run of another format is refused with one line
 DEFAULT_RANGE = {"random": [-1.0, 1.0], "line": [0.0, 1.0]}  # line: past a=1 BN variances extrapolate below 0
 KINDS = ("random", "pca", "line", "plane")
 SPLITS = ("train", "test", "both")

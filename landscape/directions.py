@@ -68,6 +68,12 @@ def random_direction(weights: Sequence[torch.Tensor], norm: str, ignore: str,
     """Gaussian per tensor, then normalised; `model` norm scales the whole vector to |theta|."""
     check_normalization(norm, ignore)
     dirs = [torch.randn(w.shape, generator=generator, dtype=torch.float32) for w in weights]
+    return normalize_all_(dirs, weights, norm, ignore)
+
+
+def normalize_all_(dirs: list[torch.Tensor], weights: Sequence[torch.Tensor], norm: str,
+                   ignore: str) -> list[torch.Tensor]:
+    """Each tensor normalised in place (`normalize_`); `model` norm scales the whole vector to |theta|."""
     for d, w in zip(dirs, weights):
         normalize_(d, w.float(), norm if norm != "model" else "none", ignore)
     if norm == "model":
@@ -114,29 +120,24 @@ def checkpoint_plane(names: list[str], origin: StateDict, points: Sequence[State
     bsteps = [{b: p[b].double() - origin[b].double() for b in buffer_names if origin[b].is_floating_point()}
               for p in points]
     d1, d2, b1, b2 = steps[0], steps[1], bsteps[0], bsteps[1]
+    dot = lambda u, v: sum(float((a * b).sum()) for a, b in zip(u, v))  # noqa: E731
+    n1 = dot(d1, d1)
+    if n1 == 0:
+        raise UserError("directions.points: the first checkpoint has the centre checkpoint's weights; no plane")
+    k = dot(d2, d1) / n1
+    r = [a - k * b for a, b in zip(d2, d1)]
+    nr = dot(r, r)
+    if nr <= 1e-12 * n1:
+        raise UserError("directions.points: the three checkpoints lie on one line; no plane through them")
     if orthogonalize:
-        dot = lambda u, v: sum(float((a * b).sum()) for a, b in zip(u, v))  # noqa: E731
-        n1 = dot(d1, d1)
-        if n1 == 0:
-            raise UserError("directions.points: the first checkpoint equals the centre checkpoint; no plane")
-        k = dot(d2, d1) / n1
-        r = [a - k * b for a, b in zip(d2, d1)]
-        nr = dot(r, r)
-        if nr <= 1e-24 * n1:
-            raise UserError("directions.points: the three checkpoints lie on one line; no plane through them")
         scale = (n1 / nr) ** 0.5
         d2 = [t * scale for t in r]
         b2 = {key: (b2[key] - k * b1[key]) * scale for key in b2}
-    x = [t.float() for t in d1]
-    y = [t.float() for t in d2]
-    if norm != "none":
-        for d, n in zip(x + y, names + names):
-            normalize_(d, origin[n].float(), norm, ignore)
+    weights = [origin[n] for n in names]
+    x = normalize_all_([t.float() for t in d1], weights, norm, ignore)
+    y = normalize_all_([t.float() for t in d2], weights, norm, ignore)
+    if norm != "none":  # the buffers' steps no longer match the weights'
         b1 = b2 = {}
-    else:
-        for d in x + y:
-            if d.dim() <= 1 and ignore == "biasbn":
-                d.zero_()
     marks = np.vstack([np.zeros(2), *(_plane_coords(x, y, step) for step in steps)])
     return Directions(names, x, y, {k: v.float() for k, v in b1.items()} or None,
                       attrs={"kind": "plane", "norm": norm, "ignore": ignore, "orthogonalize": bool(orthogonalize)},

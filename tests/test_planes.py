@@ -195,3 +195,14 @@ def test_bad_plane_settings_are_one_line(base_args, tmp_path, args, fragment):
     proc = cli("landscape-surface", *base_args, *args, f"run.dir={tmp_path / 'bad'}", check=False)
     one_error_line(proc.returncode, proc.stderr, fragment)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("points, fragment", [
+    (("last.pt", "epoch_000.pt"), "the first checkpoint has the centre checkpoint's weights"),
+    (("epoch_000.pt", "epoch_000.pt"), "the three checkpoints lie on one line"),
+])
+def test_degenerate_plane_is_refused(trained, base_args, tmp_path, points, fragment):
+    w1, w2 = (trained / p for p in points)
+    proc = cli("landscape-surface", *base_args, "directions=plane", f"directions.points=[{w1},{w2}]",
+               f"run.dir={tmp_path / 'bad'}", check=False)
+    one_error_line(proc.returncode, proc.stderr, fragment)
