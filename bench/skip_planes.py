@@ -42,11 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--subset", type=int, default=128, help="training samples each point is evaluated on")
-    parser.add_argument("--radii", default="[0.34,0.67,1]", help="grid units; 7 points on [-1, 1] are 1/3 apart")
+    parser.add_argument("--range", type=float, default=1.0, help="the grid spans [-R, R]^2 (grid units)")
+    parser.add_argument("--radii", help="grid units; default R/3, 2R/3, R rounded up (7 points are R/3 apart)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     out = Path(args.out).absolute()
+    r = args.range
+    radii = args.radii or f"[{','.join(f'{np.ceil(100 * r * k / 3) / 100:g}' for k in (1, 2, 3))}]"
     tensors = ["data=tensors", f"data.path={digits32(out / f'digits32-{args.samples}.npz', args.samples)}"]
     runs = []
     for skip in ("true", "false"):
@@ -56,13 +59,13 @@ def main(argv: list[str] | None = None) -> int:
                          f"train.batch_size={args.batch}", f"run.dir={out / f'train-{name}'}"])
         rc = rc or surface.main([*model, f"checkpoint={out / f'train-{name}' / 'checkpoints' / 'last.pt'}",
                                  f"directions.planes={args.planes}", f"grid.resolution={args.resolution}",
-                                 f"data.subset={args.subset}", f"figures.radii={args.radii}",
-                                 f"launcher.workers={args.workers}", f"run.dir={out / name}"])
+                                 f"grid.range={r}", f"data.subset={args.subset}", f"figures.radii={radii}",
+                                 f"launcher.workers={args.workers}", f"run.dir={out / f'{name}-range{r:g}'}"])
         if rc:
             return rc
-        runs.append(str(out / name))
+        runs.append(str(out / f"{name}-range{r:g}"))
     print(f"\nResNet-20 on {args.samples} digits 32x32, {args.epochs} epochs; train loss on {args.subset} samples "
-          f"per point, {args.planes} planes, grid {args.resolution}x{args.resolution} on [-1, 1]^2:")
+          f"per point, {args.planes} planes, grid {args.resolution}x{args.resolution} on [-{r:g}, {r:g}]^2:")
     return stats.main([*runs, *(["--json"] if args.json else [])])
 
 
