@@ -58,6 +58,8 @@ def input_files(settings: RunSettings) -> list[Path]:
         files.append(Path(d.start))
     elif d.kind == "pca":
         files += pca_checkpoints(d.checkpoints)
+    elif d.kind == "plane":
+        files += [Path(p) for p in d.points]
     files += data.files(settings.data.spec())
     files += settings.model.source_files()
     absent = [str(p) for p in files if not p.is_file()]

@@ -97,7 +97,7 @@ class RunDir:
     @cached_property
     def tiles(self) -> Tiling:
         tile = self.settings.grid.tile  # first: run.yaml names a run directory that is not one
-        return make_tiling(self.grid, tile)
+        return make_tiling(self.grid, tile, self.settings.planes)
 
     def tile_file(self, tile: Tile) -> Path:
         return self.path / "tiles" / f"{tile.id:05d}.h5"
@@ -114,9 +114,10 @@ class RunDir:
         """Tiles without a complete file of this run: the whole plan of a resume."""
         return [t for t in self.tiles if not self.tile_state(t).done]
 
-    def load_directions(self, names: list[str] | None = None, tensors: bool = True) -> directions.Directions:
+    def load_directions(self, names: list[str] | None = None, tensors: bool = True,
+                        plane: int = 0) -> directions.Directions:
         with self._reading_directions():
-            return directions.load(self.directions_file, names, tensors)
+            return directions.load(self.directions_file, names, tensors, plane)
 
 
 def checkpoint_epoch(path: Path) -> int:

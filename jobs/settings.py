@@ -17,13 +17,14 @@ from landscape.checkpoint import Layout
 from landscape.engine import EngineOptions, check_loss, check_precision
 from landscape.engine.options import VALUE_NEUTRAL
 from landscape.errors import UserError, whole_number
+from landscape.figures import FigureOptions, figure_options
 from landscape.grid import Grid, make_grid, make_tiling
 from landscape.plot import PlotOptions
 from landscape.spec import importable
 
 RUN_FORMAT = 3  # run.yaml's layout and fingerprint recipe; a run of another format is refused with one line
 DEFAULT_RANGE = {"random": [-1.0, 1.0], "line": [0.0, 1.0]}  # line: past a=1 BN variances extrapolate below 0
-KINDS = ("random", "pca", "line")
+KINDS = ("random", "pca", "line", "plane")
 SPLITS = ("train", "test", "both")
 VALUE = {"value": True}  # field metadata: this setting changes values on the surface (in the fingerprint)
 
@@ -46,13 +47,25 @@ class GridSettings:
 
 @dataclass(frozen=True)
 class DirectionSettings:
-    """directions.*: random (norm, ignore), line (start), or pca (checkpoints, ignore)."""
+    """directions.*: random (norm, ignore, planes), line (start), pca (checkpoints, ignore), or the plane
+    through three checkpoints (points, orthogonalize, norm, ignore)."""
 
     kind: str
     norm: str | None = None
     ignore: str | None = None
     start: str | None = None
     checkpoints: Any = None
+    planes: Any = None
+    points: Any = None
+    orthogonalize: bool | None = None
+
+    def seeds(self, seed: int) -> tuple[int, ...]:
+        """Each plane's seed: `planes=K` gives seed .. seed+K-1, a list itself; one plane for other kinds."""
+        if self.kind != "random":
+            return (seed,)
+        if isinstance(self.planes, (list, tuple)):
+            return tuple(self.planes)
+        return tuple(range(seed, seed + self.planes))
 
 
 @dataclass(frozen=True)
@@ -122,7 +135,8 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """One surface run, checked: every field but `device`, `plot`, `launcher` and `run_dir` changes values."""
+    """One surface run, checked: every field but `device`, `plot`, `figures`, `launcher` and `run_dir` changes
+    values."""
 
     checkpoint: CheckpointSettings = field(metadata=VALUE)
     seed: int = field(metadata=VALUE)
@@ -135,6 +149,7 @@ class RunSettings:
     engine: EngineOptions = field(metadata=VALUE)
     device: str
     plot: PlotOptions
+    figures: FigureOptions
     launcher: Mapping[str, Any]
     run_dir: str | None
 
@@ -143,23 +158,29 @@ class RunSettings:
         """The checkpoint at a = 0: a line starts at `directions.start`, every other kind at `checkpoint`."""
         return self.directions.start if self.directions.kind == "line" else self.checkpoint.path
 
+    @property
+    def planes(self) -> int:
+        return len(self.directions.seeds(self.seed))
+
 
 KEYS = {"checkpoint": ("path", "key", "strip_prefix"), "seed": None, "loss": None, "precision": None,
         "model": None, "data": None, "directions": None, "launcher": None, "plot": None,
         "grid": ("dims", "resolution", "range", "tile"), "run": ("dir",),
-        "eval": None}  # None: any key (checked by its own part), or a plain value
+        "eval": None, "figures": None}  # None: any key (checked by its own part), or a plain value
 
 
 def parse(cfg: Mapping[str, Any]) -> RunSettings:
     """Hydra's resolved dict (or run.yaml's `config`) as RunSettings; a UserError names the first bad key."""
     _known_keys(cfg)
     d = _directions(cfg["directions"])
+    seed = whole_number(cfg["seed"], "seed", 0)
     return RunSettings(
-        checkpoint=_checkpoint(cfg["checkpoint"]), seed=whole_number(cfg["seed"], "seed", 0), loss=_loss(cfg["loss"]),
-        precision=_precision(cfg["precision"]), grid=_grid(cfg["grid"], d.kind), directions=d,
+        checkpoint=_checkpoint(cfg["checkpoint"]), seed=seed, loss=_loss(cfg["loss"]),
+        precision=_precision(cfg["precision"]), grid=_grid(cfg["grid"], d.kind, len(d.seeds(seed))), directions=d,
         model=_model(cfg["model"]), data=_data(cfg["data"]), engine=EngineOptions.parse(_engine_keys(cfg["eval"])),
         device=str(cfg["eval"].get("device", "auto")), plot=plot_options(cfg.get("plot") or {}),
-        launcher=dict(cfg.get("launcher") or {}), run_dir=(cfg.get("run") or {}).get("dir"))
+        figures=figure_options(cfg.get("figures") or {}), launcher=dict(cfg.get("launcher") or {}),
+        run_dir=(cfg.get("run") or {}).get("dir"))
 
 
 def value_items(settings: RunSettings) -> dict[str, Any]:
@@ -233,35 +254,59 @@ def _precision(precision: Any) -> str:
 def _directions(d: Mapping[str, Any]) -> DirectionSettings:
     kind = d.get("kind")
     if kind not in KINDS:
-        raise UserError(f"directions '{kind}' is unknown: use random, pca or line")
-    known = {"random": ("norm", "ignore"), "line": ("start",), "pca": ("checkpoints", "ignore")}[kind]
+        raise UserError(f"directions '{kind}' is unknown: use random, pca, line or plane")
+    known = {"random": ("norm", "ignore", "planes"), "line": ("start",), "pca": ("checkpoints", "ignore"),
+             "plane": ("points", "orthogonalize", "norm", "ignore")}[kind]
     unknown = sorted(set(d) - {"kind", *known})
     if unknown:
         raise UserError(f"unknown setting directions.{unknown[0]} for directions={kind} "
                         f"(it takes {', '.join('directions.' + k for k in known)})")
-    if kind == "random":
+    if kind in ("random", "plane"):
         directions.check_normalization(d["norm"], d["ignore"])
+    if kind == "random":
+        _planes(d["planes"])
+    if kind == "plane":
+        _points(d["points"])
+        if not isinstance(d["orthogonalize"], bool):
+            raise UserError(f"directions.orthogonalize is {d['orthogonalize']!r}: use true or false")
     if kind == "pca":
         directions.check_normalization("none", d["ignore"])
     return DirectionSettings(kind=kind, **{k: d[k] for k in known})
 
 
-def _grid(g: Mapping[str, Any], kind: str) -> GridSettings:
-    """grid.*: every value checked by building the grid once (the tiling's bound included)."""
+def _planes(planes: Any) -> None:
+    """directions.planes: a count K >= 1, or a list of distinct seeds."""
+    if isinstance(planes, (list, tuple)):
+        seeds = [whole_number(p, "directions.planes (a seed)", 0) for p in planes]
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise UserError(f"directions.planes is {list(planes)}: give a count, or a list of distinct seeds")
+    else:
+        whole_number(planes, "directions.planes", 1, ", or a list of seeds")
+
+
+def _points(points: Any) -> None:
+    """directions.points: the two checkpoints w1, w2 that span the plane with the centre checkpoint w0."""
+    if not isinstance(points, (list, tuple)) or len(points) != 2 or not all(isinstance(p, str) for p in points):
+        raise UserError(f"directions.points is {points!r}: give two checkpoint files, "
+                        "directions.points='[w1.pt,w2.pt]' (the centre checkpoint is the third)")
+
+
+def _grid(g: Mapping[str, Any], kind: str, planes: int) -> GridSettings:
+    """grid.*: every value checked by building the grid once (the tiling's bounds included)."""
     dims = g["dims"]
     if kind == "line" and dims not in (None, 1):
         raise UserError("directions=line gives a 1D curve: leave grid.dims unset or set it to 1")
-    if kind == "pca" and dims not in (None, 2):
-        raise UserError("directions=pca gives a 2D plane: leave grid.dims unset or set it to 2")
+    if kind in ("pca", "plane") and dims not in (None, 2):
+        raise UserError(f"directions={kind} gives a 2D plane: leave grid.dims unset or set it to 2")
     settings = GridSettings((1 if kind == "line" else 2) if dims is None else dims, g["resolution"], g["range"],
                             g["tile"])
-    check_tiling(settings.grid(settings.default_range(kind)), settings.tile)  # pca's fitted range comes later
+    check_tiling(settings.grid(settings.default_range(kind)), settings.tile, planes)  # fitted ranges: later
     return settings
 
 
-def check_tiling(grid: Grid, tile: Any) -> None:
-    """The tiles of `grid`: made lazily, so this checks `grid.tile` and the tile-file bound at no cost."""
-    make_tiling(grid, tile)
+def check_tiling(grid: Grid, tile: Any, planes: int = 1) -> None:
+    """The tiles of `grid` on each plane: made lazily, so this checks `grid.tile` and the bounds at no cost."""
+    make_tiling(grid, tile, planes)
 
 
 def _checkpoint(c: Mapping[str, Any]) -> CheckpointSettings:

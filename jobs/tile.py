@@ -27,12 +27,22 @@ from . import inputs
 from .run import RunDir
 
 
-@dataclass(frozen=True)
+@dataclass
 class Worker:
-    """A worker's engine, and what every tile it writes records about its inputs."""
+    """A worker's engine, what every tile it writes records about its inputs, and the plane it is on."""
 
     evaluator: Evaluator
     meta: dict[str, Any]
+    run: RunDir
+    names: list[str]
+    plane: int = 0
+
+    def on_plane(self, plane: int) -> Evaluator:
+        """The engine, moved to random plane `plane` (directions.planes) if it is on another one."""
+        if plane != self.plane:
+            self.evaluator.set_directions(self.run.load_directions(self.names, plane=plane))
+            self.plane = plane
+        return self.evaluator
 
 
 def build_worker(run: RunDir, device: torch.device | None = None, cache_dir: Path | None = None) -> Worker:
@@ -55,7 +65,7 @@ def build_worker(run: RunDir, device: torch.device | None = None, cache_dir: Pat
     evaluator = Evaluator(model, origin, run.load_directions(names), splits, dataset.num_classes, loss=s.loss,
                           precision=s.precision, device=device or pick_device(s.device),
                           cache_dir=cache_dir or run.path / "cache", options=s.engine)
-    return Worker(evaluator, meta)
+    return Worker(evaluator, meta, run, names)
 
 
 def _terminate_cleanly(signum, frame):
@@ -77,7 +87,7 @@ def run_tiles(run_dir: str, tile_ids: Iterable[int], device: torch.device | None
         worker = worker or build_worker(run, device)
         with surface.in_progress(run.tile_file(tile)):  # landscape-status: running, whatever the backend
             t0 = time.perf_counter()
-            values = worker.evaluator.evaluate(tile.coords(run.grid))
+            values = worker.on_plane(tile.plane).evaluate(tile.coords(run.grid))
             elapsed = time.perf_counter() - t0
             meta = {"seconds": elapsed, "host": socket.gethostname(), "pid": os.getpid(),
                     "torch": str(torch.__version__), "device": str(worker.evaluator.device), "points": tile.npoints,

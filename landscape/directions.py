@@ -31,6 +31,9 @@ class Directions:
     explained_variance_ratio: np.ndarray | None = None
     trajectory: np.ndarray | None = None  # (n, 2) projected checkpoints
     trajectory_epochs: np.ndarray | None = None
+    y_buffers: dict[str, torch.Tensor] | None = None  # plane through checkpoints: buffers move along y too
+    more_planes: list[Directions] = field(default_factory=list)  # planes 1..K-1 (random, directions.planes=K)
+    marks: np.ndarray | None = None  # (n, 2) or (n, 1) coordinates of the checkpoints a plane passes through
 
     @property
     def dims(self) -> int:
@@ -65,6 +68,12 @@ def random_direction(weights: Sequence[torch.Tensor], norm: str, ignore: str,
     """Gaussian per tensor, then normalised; `model` norm scales the whole vector to |theta|."""
     check_normalization(norm, ignore)
     dirs = [torch.randn(w.shape, generator=generator, dtype=torch.float32) for w in weights]
+    return normalize_all_(dirs, weights, norm, ignore)
+
+
+def normalize_all_(dirs: list[torch.Tensor], weights: Sequence[torch.Tensor], norm: str,
+                   ignore: str) -> list[torch.Tensor]:
+    """Each tensor normalised in place (`normalize_`); `model` norm scales the whole vector to |theta|."""
     for d, w in zip(dirs, weights):
         normalize_(d, w.float(), norm if norm != "model" else "none", ignore)
     if norm == "model":
@@ -86,6 +95,62 @@ def random_directions(names: list[str], weights: Sequence[torch.Tensor], dims: i
     return Directions(names, x, y, attrs={"kind": "random", "norm": norm, "ignore": ignore, "seed": seed})
 
 
+def random_planes(names: list[str], weights: Sequence[torch.Tensor], dims: int, norm: str, ignore: str,
+                  seeds: Sequence[int]) -> Directions:
+    """One random plane (or line) per seed, each exactly the one a single run with that seed draws; plane 0
+    leads, the others ride in `more_planes`."""
+    planes = [random_directions(names, weights, dims, norm, ignore, s) for s in seeds]
+    first = planes[0]
+    first.attrs["seeds"] = np.array([int(s) for s in seeds])
+    first.more_planes = planes[1:]
+    return first
+
+
+def checkpoint_plane(names: list[str], origin: StateDict, points: Sequence[StateDict], buffer_names: list[str],
+                     orthogonalize: bool = False, norm: str = "none", ignore: str = "none") -> Directions:
+    """The plane through three checkpoints: origin w0, d1 = w1 - w0, d2 = w2 - w0 (mode connectivity).
+
+    `orthogonalize`: Gram-Schmidt, d2 minus its part along d1, scaled to |d1| (the picture keeps its angles).
+    Float buffers (BatchNorm statistics) move with the same coefficients, so each checkpoint's point is that
+    network exactly. `norm` other than `none` rescales the weights' directions as Li et al. do: the plane then
+    only nears w1 and w2 (their marks are projections) and the buffers stay at w0's.
+    """
+    check_normalization(norm, ignore)
+    steps = [[p[n].double() - origin[n].double() for n in names] for p in points]
+    bsteps = [{b: p[b].double() - origin[b].double() for b in buffer_names if origin[b].is_floating_point()}
+              for p in points]
+    d1, d2, b1, b2 = steps[0], steps[1], bsteps[0], bsteps[1]
+    dot = lambda u, v: sum(float((a * b).sum()) for a, b in zip(u, v))  # noqa: E731
+    n1 = dot(d1, d1)
+    if n1 == 0:
+        raise UserError("directions.points: the first checkpoint has the centre checkpoint's weights; no plane")
+    k = dot(d2, d1) / n1
+    r = [a - k * b for a, b in zip(d2, d1)]
+    nr = dot(r, r)
+    if nr <= 1e-12 * n1:
+        raise UserError("directions.points: the three checkpoints lie on one line; no plane through them")
+    if orthogonalize:
+        scale = (n1 / nr) ** 0.5
+        d2 = [t * scale for t in r]
+        b2 = {key: (b2[key] - k * b1[key]) * scale for key in b2}
+    weights = [origin[n] for n in names]
+    x = normalize_all_([t.float() for t in d1], weights, norm, ignore)
+    y = normalize_all_([t.float() for t in d2], weights, norm, ignore)
+    if norm != "none":  # the buffers' steps no longer match the weights'
+        b1 = b2 = {}
+    marks = np.vstack([np.zeros(2), *(_plane_coords(x, y, step) for step in steps)])
+    return Directions(names, x, y, {k: v.float() for k, v in b1.items()} or None,
+                      attrs={"kind": "plane", "norm": norm, "ignore": ignore, "orthogonalize": bool(orthogonalize)},
+                      y_buffers={k: v.float() for k, v in b2.items()} or None, marks=marks)
+
+
+def _plane_coords(x: Sequence[torch.Tensor], y: Sequence[torch.Tensor], step: Sequence[torch.Tensor]) -> np.ndarray:
+    """Least-squares coordinates (a, b) of `step` in the plane spanned by x and y (exact when it lies in it)."""
+    vecs = [torch.cat([t.reshape(-1).double() for t in v]) for v in (x, y, step)]
+    basis = torch.stack(vecs[:2], 1)
+    return torch.linalg.lstsq(basis, vecs[2][:, None]).solution[:, 0].numpy()
+
+
 def line_direction(names: list[str], start: StateDict, end: StateDict, buffer_names: list[str]) -> Directions:
     """`theta(a) = start + a (end - start)`: a=0 is `start`, a=1 is `end`; float buffers move too."""
     x = [(end[n].float() - start[n].float()) for n in names]
@@ -93,18 +158,22 @@ def line_direction(names: list[str], start: StateDict, end: StateDict, buffer_na
     return Directions(names, x, None, buffers, attrs={"kind": "line"})
 
 
-def negative_variances(start: StateDict, buffers: dict[str, torch.Tensor], xs: np.ndarray) -> np.ndarray:
-    """The coordinates among `xs` where a BatchNorm running variance on the line `start + a * step` is below 0.
+def negative_variances(start: StateDict, steps: Sequence[dict[str, torch.Tensor] | None],
+                       coords: np.ndarray) -> np.ndarray:
+    """Which of the points `coords` (n, D) have a BatchNorm running variance `start + sum_k c_k step_k` below 0.
 
-    Past the line's ends (a < 0 or a > 1) the variances are extrapolated, and BatchNorm of a negative variance
-    is NaN: the loss there is not the network's, so the driver warns.
+    Past the checkpoints (a line's ends, a plane's triangle) the variances are extrapolated, and BatchNorm of a
+    negative variance is NaN: the loss there is not the network's, so the driver warns.
     """
-    bad = np.zeros(len(xs), dtype=bool)
-    for name, step in buffers.items():
+    coords = np.asarray(coords, dtype=np.float64).reshape(len(coords), -1)
+    bad = np.zeros(len(coords), dtype=bool)
+    for name in (steps[0] or {}):
         if name.endswith("running_var") and name in start:
-            v0, dv = start[name].double().reshape(-1).numpy(), step.double().reshape(-1).numpy()
-            bad |= ((v0[None, :] + np.asarray(xs, dtype=np.float64)[:, None] * dv[None, :]) < 0).any(1)
-    return np.asarray(xs)[bad]
+            v = start[name].double().reshape(1, -1).numpy().repeat(len(coords), 0)
+            for k, step in enumerate(s for s in steps if s):
+                v = v + coords[:, k:k + 1] * step[name].double().reshape(1, -1).numpy()
+            bad |= (v < 0).any(1)
+    return bad
 
 
 def _streamed_columns(states: list[StateDict], final: StateDict, names: list[str], ignore: str, chunk: int):
@@ -192,6 +261,14 @@ def save(path: str | Path, d: Directions, extra: dict[str, np.ndarray] | None = 
             _write_group(f, "ydirection", d.y)
         if d.x_buffers:
             _write_group(f, "xdirection_buffers", d.x_buffers)
+        if d.y_buffers:
+            _write_group(f, "ydirection_buffers", d.y_buffers)
+        for k, plane in enumerate(d.more_planes, start=1):  # plane 0 stays at the root, where Li et al. read it
+            _write_group(f, f"planes/{k}/xdirection", plane.x)
+            if plane.y is not None:
+                _write_group(f, f"planes/{k}/ydirection", plane.y)
+        if d.marks is not None:
+            f.create_dataset("marks", data=d.marks)
         f.create_dataset("parameter_names", data=np.array(d.names, dtype=object), dtype=h5py.string_dtype())
         if d.explained_variance_ratio is not None:
             f.create_dataset("explained_variance_ratio_", data=d.explained_variance_ratio)
@@ -206,12 +283,17 @@ def save(path: str | Path, d: Directions, extra: dict[str, np.ndarray] | None = 
     tmp.replace(path)
 
 
-def load(path: str | Path, names: list[str] | None = None, tensors: bool = True) -> Directions:
-    """Read a directions file; with `names`, check it was made for the same parameters. `tensors=False`: its
-    attributes, trajectory and variance ratios only (the reducer's labels), no direction tensors read."""
+def load(path: str | Path, names: list[str] | None = None, tensors: bool = True, plane: int = 0) -> Directions:
+    """Read a directions file (plane `plane` of several); with `names`, check it was made for the same
+    parameters. `tensors=False`: its attributes, trajectory and variance ratios only (the reducer's labels), no
+    direction tensors read."""
     path = Path(path)
     with h5py.File(path, "r", locking=False) as f:
-        read = lambda g: [torch.from_numpy(f[g][str(i)][()]) for i in range(len(f[g]))] if tensors else []  # noqa: E731
+        at = f"planes/{plane}/" if plane else ""
+        read = lambda g: [torch.from_numpy(f[at + g][str(i)][()]) for i in range(len(f[at + g]))] \
+            if tensors else []  # noqa: E731
+        buffers = lambda g: {k: torch.from_numpy(v[()]) for k, v in f[g].items()} \
+            if g in f and tensors else None  # noqa: E731
         stored = [s.decode() if isinstance(s, bytes) else s for s in f["parameter_names"][()]]
         if names is not None and stored != list(names):
             raise UserError(f"directions file {path} was made for other parameters "
@@ -219,6 +301,16 @@ def load(path: str | Path, names: list[str] | None = None, tensors: bool = True)
         get = lambda k: f[k][()] if k in f else None  # noqa: E731
         return Directions(
             stored, read("xdirection"), read("ydirection") if "ydirection" in f else None,
-            {k: torch.from_numpy(v[()]) for k, v in f["xdirection_buffers"].items()}
-            if "xdirection_buffers" in f and tensors else None,
-            dict(f.attrs), get("explained_variance_ratio_"), get("trajectory"), get("trajectory_epochs"))
+            buffers("xdirection_buffers"), dict(f.attrs), get("explained_variance_ratio_"), get("trajectory"),
+            get("trajectory_epochs"), buffers("ydirection_buffers"), marks=get("marks"))
+
+
+def write_projection(dir_file: str | Path, coords: np.ndarray) -> Path:
+    """Li et al.'s projection file beside `dir_file` (`<dir_file>_proj_cos.h5`, `proj_xcoord`, `proj_ycoord`),
+    as their `project_trajectory` writes it: their `plot_contour_trajectory` draws our PCA trajectory. Our PCA
+    directions are orthonormal, so the least-squares coordinates are their `cos` projections."""
+    path = Path(f"{dir_file}_proj_cos.h5")
+    with h5py.File(path, "w", locking=False) as f:
+        f["proj_xcoord"] = np.asarray(coords[:, 0], dtype=np.float64)
+        f["proj_ycoord"] = np.asarray(coords[:, 1], dtype=np.float64)
+    return path

@@ -41,13 +41,14 @@ class Grid:
 
 @dataclass(frozen=True)
 class Tile:
-    """Points `ix0 <= ix < ix1`, `iy0 <= iy < iy1` (1D grids have iy0=0, iy1=1)."""
+    """Points `ix0 <= ix < ix1`, `iy0 <= iy < iy1` (1D grids have iy0=0, iy1=1) of plane `plane`."""
 
     id: int
     ix0: int
     ix1: int
     iy0: int = 0
     iy1: int = 1
+    plane: int = 0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -126,42 +127,55 @@ def make_grid(dims: int, resolution: int | Sequence[int], range_: Any) -> Grid:
 
 @dataclass(frozen=True)
 class Tiling:
-    """An `nx` x `ny` grid cut into tiles of `sx` x `sy` points, ids row-major; each Tile is made when asked for."""
+    """`planes` copies of an `nx` x `ny` grid, each cut into tiles of `sx` x `sy` points: one tile space, ids
+    row-major within a plane and plane after plane; each Tile is made when asked for."""
 
     nx: int
     ny: int
     sx: int
     sy: int = 1
+    planes: int = 1
 
     @property
     def columns(self) -> int:
         return -(-self.nx // self.sx)
 
-    def __len__(self) -> int:
+    @property
+    def per_plane(self) -> int:
         return self.columns * -(-self.ny // self.sy)
+
+    def __len__(self) -> int:
+        return self.per_plane * self.planes
 
     def __getitem__(self, id: int) -> Tile:
         id = operator.index(id)
         if not 0 <= id < len(self):
             raise IndexError(f"tile {id} is not in this tiling (ids 0 to {len(self) - 1})")
-        row, col = divmod(id, self.columns)
+        plane, local = divmod(id, self.per_plane)
+        row, col = divmod(local, self.columns)
         ix0, iy0 = col * self.sx, row * self.sy
-        return Tile(id, ix0, min(ix0 + self.sx, self.nx), iy0, min(iy0 + self.sy, self.ny))
+        return Tile(id, ix0, min(ix0 + self.sx, self.nx), iy0, min(iy0 + self.sy, self.ny), plane)
 
     def __iter__(self) -> Iterator[Tile]:
         return map(self.__getitem__, range(len(self)))
 
 
-def make_tiling(grid: Grid, size: int | Sequence[int]) -> Tiling:
-    """Tiles of `size` x `size` points (`size` points in 1D; or [sx, sy]); refused beyond MAX_TILES files."""
+def make_tiling(grid: Grid, size: int | Sequence[int], planes: int = 1) -> Tiling:
+    """Tiles of `size` x `size` points (`size` points in 1D; or [sx, sy]) on each of `planes` planes; refused
+    beyond MAX_TILES files, or beyond MAX_POINTS points over all planes (the merged surface holds them all)."""
     sx, sy = (_per_axis(size, grid.dims, "grid.tile") + [1])[:2]
     sx, sy = whole_number(sx, "grid.tile", 1), whole_number(sy, "grid.tile", 1)
     ny = 1 if grid.y is None else len(grid.y)
-    tiling = Tiling(len(grid.x), ny, sx, sy)
+    if grid.npoints * planes > MAX_POINTS:
+        raise UserError(f"directions.planes is {planes}: {planes} planes of {grid.npoints:,} points are too many to "
+                        f"hold in the merged surface (at most {MAX_POINTS:,} points over all planes): use fewer "
+                        "planes or a coarser grid.resolution")
+    tiling = Tiling(len(grid.x), ny, sx, sy, planes)
     if len(tiling) > MAX_TILES:
-        side = next(s for s in range(max(sx, sy), max(len(grid.x), ny) + 1)
-                    if len(Tiling(len(grid.x), ny, s, s if grid.y is not None else 1)) <= MAX_TILES)
-        raise UserError(f"grid.tile is {size}: {grid.npoints:,} points in tiles of {sx * sy} make {len(tiling):,} "
-                        f"tile files, each opened by every resume and landscape-status; at most {MAX_TILES:,}: "
-                        f"use a larger grid.tile (grid.tile={side} or more)")
+        side = next((s for s in range(max(sx, sy), max(len(grid.x), ny) + 1)
+                     if len(Tiling(len(grid.x), ny, s, s if grid.y is not None else 1, planes)) <= MAX_TILES), None)
+        hint = f"use a larger grid.tile (grid.tile={side} or more)" if side else "use fewer planes"
+        raise UserError(f"grid.tile is {size}: {grid.npoints * planes:,} points in tiles of {sx * sy} make "
+                        f"{len(tiling):,} tile files, each opened by every resume and landscape-status; at most "
+                        f"{MAX_TILES:,}: {hint}")
     return tiling

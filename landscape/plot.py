@@ -207,8 +207,16 @@ def read_surface(path: str | Path) -> Surface:
         maps = {k: np.where(done, d[()], np.nan) for k, d in data.items() if d.shape == shape}
         stacks = {k: np.where(done, d[()], np.nan) for k, d in data.items() if d.ndim == len(shape) + 1
                   and d.shape[1:] == shape}
+        for group, suffix in (("planes_mean", "_mean"), ("planes_std", "_std")):  # several planes' statistics
+            maps |= {k + suffix: f[group][k][()] for k in f.get(group, {})}
+        if "planes" in f:  # each plane's maps, (K, *grid), as stacks
+            planes_done = f["planes/done"][()].astype(bool)
+            stacks |= {k: np.where(planes_done, f["planes"][k][()], np.nan) for k in f["planes"] if k != "done"}
         trajectory = f["trajectory"][()] if "trajectory" in f else None
         labels = f["trajectory_labels"][()] if "trajectory_labels" in f else None
+        if trajectory is None and "checkpoint_coordinates" in f:  # a plane through checkpoints: mark each one
+            trajectory = f["checkpoint_coordinates"][()]
+            labels = np.array([v.decode() if isinstance(v, bytes) else v for v in f["checkpoint_labels"][()]])
         meta = {key: _attr(f, key) for key in META}
     return Surface(x, y, maps, stacks, trajectory, labels, meta)
 

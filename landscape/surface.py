@@ -94,7 +94,8 @@ def write_tile(path: Path, tile: Tile, fingerprint: str, values: Mapping[str, np
         for key, v in values.items():
             f.create_dataset(key, data=np.asarray(v, dtype=np.float64).reshape(tile.shape))
         f.attrs.update({"fingerprint": fingerprint, "tile": tile.id, "ix0": tile.ix0, "ix1": tile.ix1,
-                        "iy0": tile.iy0, "iy1": tile.iy1, "nonfinite": int(nonfinite(values).sum()), **meta})
+                        "iy0": tile.iy0, "iy1": tile.iy1, "plane": tile.plane,
+                        "nonfinite": int(nonfinite(values).sum()), **meta})
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ def _incomplete(meta: Mapping[str, Any], shapes: Mapping[str, tuple], tile: Tile
     """Why a file with these attributes and dataset shapes is no complete tile of this run ("" when it is)."""
     if meta.get("fingerprint") != fingerprint:
         return "written by another configuration"
-    if tuple(meta.get(k) for k in ("ix0", "ix1", "iy0", "iy1")) != (tile.ix0, tile.ix1, tile.iy0, tile.iy1):
+    if tuple(meta.get(k) for k in ("ix0", "ix1", "iy0", "iy1")) != (tile.ix0, tile.ix1, tile.iy0, tile.iy1) \
+            or meta.get("plane", 0) != tile.plane:
         return "index range differs"
     if "nonfinite" not in meta:
         return "no count of non-finite points (written by an older version)"
@@ -156,7 +158,7 @@ def read_tile(path: Path) -> TileValues:
 
 
 def merge(grid: Grid, tiles: Iterable[Tile], tile_values: Mapping[int, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Place tile values into full arrays (NaN where absent) plus the `done` mask."""
+    """Place tile values into full arrays (NaN where absent) plus the `done` mask; `tiles` of one plane."""
     shape2 = (1, len(grid.x)) if grid.y is None else grid.shape
     done = np.zeros(shape2, dtype=bool)
     arrays: dict[str, np.ndarray] = {}
@@ -174,8 +176,10 @@ def merge(grid: Grid, tiles: Iterable[Tile], tile_values: Mapping[int, Mapping[s
 
 
 def write_surface(path: Path, grid: Grid, arrays: Mapping[str, np.ndarray], dir_file: str,
-                  attrs: Mapping[str, Any], extra: Mapping[str, np.ndarray] | None = None) -> None:
-    """The merged surface: Li et al.'s root datasets plus `done`, our metadata in attributes."""
+                  attrs: Mapping[str, Any], extra: Mapping[str, np.ndarray] | None = None,
+                  extra_attrs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """The merged surface: Li et al.'s root datasets plus `done`, our metadata in attributes; `extra` datasets
+    (a `/` in a name makes groups) with `extra_attrs` on them."""
     with atomic_h5(path) as f:
         f.create_dataset("xcoordinates", data=grid.x.astype(np.float64))
         if grid.y is not None:
@@ -184,6 +188,8 @@ def write_surface(path: Path, grid: Grid, arrays: Mapping[str, np.ndarray], dir_
             f.create_dataset(key, data=v if key == "done" else v.astype(np.float64))
         for key, v in (extra or {}).items():
             f.create_dataset(key, data=v)
+        for key, a in (extra_attrs or {}).items():
+            f[key].attrs.update(dict(a))
         f["dir_file"] = dir_file
         f.attrs["points_done"] = int(arrays["done"].sum())
         f.attrs["points_nonfinite"] = int((arrays["done"] & nonfinite(arrays)).sum())

@@ -22,13 +22,13 @@ _HERE = Path(__file__).resolve().parent
 CONF_DIR = _HERE / "conf" if (_HERE / "conf").is_dir() else _HERE.parent / "conf"
 # Files and folders: made absolute where typed (launch/cli.py), and passed to Hydra quoted, so that any name
 # (=, commas, quotes, spaces, non-ASCII) is one string. `checkpoint=PATH` is short for checkpoint.path=PATH.
-PATH_KEYS = ("checkpoint", "checkpoint.path", "directions.start", "directions.checkpoints", "data.path",
-             "data.root", "data.labels", "data.cache_dir", "plot.dir", "model.path", "model.weights")
+PATH_KEYS = ("checkpoint", "checkpoint.path", "directions.start", "directions.checkpoints", "directions.points",
+             "data.path", "data.root", "data.labels", "data.cache_dir", "plot.dir", "model.path", "model.weights")
 QUOTED_KEYS = (*PATH_KEYS, "run.dir")
 # Settings that never change a value (how and where it runs, plots): a resume takes them from the command,
 # not from the saved run. train.overwrite says how to treat old checkpoints, not what is trained; model.path
 # where a model's code is found (its source is compared by contents).
-VOLATILE = ("launcher", "plot", "run", "eval.device", "train.overwrite", "model.path",
+VOLATILE = ("launcher", "plot", "figures", "run", "eval.device", "train.overwrite", "model.path",
             *(f"eval.{k}" for k in VALUE_NEUTRAL), *(f"data.{k}" for k in data.NEUTRAL))
 
 

@@ -52,27 +52,38 @@ def _fitted_range(points: np.ndarray, margin: float = 0.25) -> list[list[float]]
 
 
 def make_directions(s: RunSettings, model: torch.nn.Module, state: checkpoint.StateDict,
-                    start: checkpoint.StateDict | None) -> directions.Directions:
-    """The run's directions: random (seeded), the line from `start` to the checkpoint, or PCA."""
+                    start: checkpoint.StateDict | None,
+                    points: list[checkpoint.StateDict] | None = None) -> directions.Directions:
+    """The run's directions: random (one plane per seed), the line from `start` to the checkpoint, the plane
+    through three checkpoints, or PCA."""
     d = s.directions
     names = [n for n, _ in model.named_parameters()]
+    buffers = [n for n, _ in model.named_buffers()]
     if d.kind == "random":
-        return directions.random_directions(names, [state[n] for n in names], s.grid.dims, d.norm, d.ignore, s.seed)
+        return directions.random_planes(names, [state[n] for n in names], s.grid.dims, d.norm, d.ignore,
+                                        d.seeds(s.seed))
     if d.kind == "line":
-        return directions.line_direction(names, start, state, [n for n, _ in model.named_buffers()])
+        return directions.line_direction(names, start, state, buffers)
+    if d.kind == "plane":
+        return directions.checkpoint_plane(names, state, points, buffers, d.orthogonalize, d.norm, d.ignore)
     paths = inputs.pca_checkpoints(d.checkpoints)
     dirs = directions.pca_directions(paths, state, names, d.ignore, layout=s.checkpoint.layout)
     dirs.trajectory_epochs = np.array([checkpoint_epoch(p) for p in paths])
     return dirs
 
 
-def _warn_negative_variances(start: checkpoint.StateDict, dirs: directions.Directions, xs: np.ndarray,
+def _warn_negative_variances(start: checkpoint.StateDict, dirs: directions.Directions, grid: Grid,
                              log: Log) -> None:
-    """A line extended past its ends can extrapolate BatchNorm variances below 0: say where (NaN there)."""
-    bad = directions.negative_variances(start, dirs.x_buffers or {}, xs)
-    if len(bad):
-        log(f"warning: {len(bad)} of {len(xs)} points (a from {bad.min():g} to {bad.max():g}) lie where the line "
-            "extrapolates some BatchNorm running variance below 0: their loss will be NaN, not the network's")
+    """A line or plane extended past its checkpoints can extrapolate BatchNorm variances below 0: say where (NaN
+    there)."""
+    coords = grid.x[:, None] if grid.y is None else np.stack([a.ravel() for a in np.meshgrid(grid.x, grid.y)], 1)
+    bad = coords[directions.negative_variances(start, [dirs.x_buffers, dirs.y_buffers], coords)]
+    if not len(bad):
+        return
+    where = ", ".join(f"{n} from {lo:g} to {hi:g}" for n, lo, hi in zip("ab", bad.min(0), bad.max(0)))
+    log(f"warning: {len(bad)} of {len(coords)} points ({where}) lie where the "
+        f"{'line' if grid.y is None else 'plane'} extrapolates some BatchNorm running variance below 0: their "
+        "loss will be NaN, not the network's")
 
 
 def _write_run_yaml(run: RunDir, saved: dict[str, Any]) -> None:
@@ -151,13 +162,14 @@ def _stale(s: RunSettings) -> list[str]:
 
 @dataclass(frozen=True)
 class Read:
-    """The driver's one read of the checkpoints a new run needs: the model at the centre, the line's start, and
-    the digest of every input."""
+    """The driver's one read of the checkpoints a new run needs: the model at the centre, the line's start, the
+    plane's two other checkpoints, and the digest of every input."""
 
     model: torch.nn.Module
     state: checkpoint.StateDict
     start: checkpoint.StateDict | None
     digests: dict[str, str]
+    points: list[checkpoint.StateDict]
 
 
 def read_inputs(s: RunSettings) -> Read:
@@ -174,7 +186,12 @@ def read_inputs(s: RunSettings) -> Read:
     if s.directions.kind == "line":
         start, known[s.directions.start] = checkpoint.load_with_digest(s.directions.start, layout)
         checkpoint.check_fits(model, start, s.directions.start, s.model.name)
-    return Read(model, state, start, inputs.digests(files, {str(Path(k)): v for k, v in known.items()}))
+    points = []
+    for path in s.directions.points if s.directions.kind == "plane" else ():
+        point, known[path] = checkpoint.load_with_digest(path)
+        checkpoint.check_fits(model, point, path, s.model.name)
+        points.append(point)
+    return Read(model, state, start, inputs.digests(files, {str(Path(k)): v for k, v in known.items()}), points)
 
 
 def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = True, log: Log = print,
@@ -217,17 +234,19 @@ def create(s: RunSettings, cfg: dict[str, Any], overrides: list[str], read: Read
         log(f"data: {name} split, {len(split)} samples of {'x'.join(map(str, split.x.shape[1:]))} "
             f"{str(split.x.dtype).removeprefix('torch.')}, from {split.source}")
         check_data_fits(read.model, split, dataset.num_classes, s.loss, name)
-    dirs = make_directions(s, read.model, read.state, read.start)
+    dirs = make_directions(s, read.model, read.state, read.start, read.points)
     kind = s.directions.kind
-    range_ = _fitted_range(dirs.trajectory) if kind == "pca" and s.grid.range is None else \
-        s.grid.default_range(kind)
+    fitted = dirs.trajectory if kind == "pca" else dirs.marks
+    range_ = _fitted_range(fitted) if fitted is not None and s.grid.range is None else s.grid.default_range(kind)
     grid = s.grid.grid(range_)
-    if read.start is not None:
-        _warn_negative_variances(read.start, dirs, grid.x, log)
-    check_tiling(grid, s.grid.tile)
+    if dirs.x_buffers:
+        _warn_negative_variances(read.state if kind == "plane" else read.start, dirs, grid, log)
+    check_tiling(grid, s.grid.tile, s.planes)
     target.path.mkdir(parents=True, exist_ok=True)
     extra = {"xcoordinates": grid.x} | ({"ycoordinates": grid.y} if grid.y is not None else {})
     directions.save(target.directions_file, dirs, extra)
+    if dirs.trajectory is not None:  # Li et al.'s plot_contour_trajectory reads it beside their directions file
+        directions.write_projection(target.directions_file, dirs.trajectory)
     direction_digest = file_digest(target.directions_file)
     saved = {"format": RUN_FORMAT, "fingerprint": inputs.fingerprint(key, direction_digest), "key": key,
              "directions": direction_digest, "inputs": read.digests, "overrides": overrides,

@@ -10,7 +10,7 @@ from pathlib import Path
 from jobs import inputs
 from jobs.reduce import nonfinite_line
 from jobs.run import RunDir
-from landscape import surface
+from landscape import figures, surface
 from landscape.errors import UserError
 
 from . import lock
@@ -129,6 +129,9 @@ def summary(run: RunDir) -> str:
                      + " (values agree to rounding across these, not bitwise)")
     if run.surface_file.is_file():
         lines.append(f"surface: {run.surface_file}")
+        if not reasons:  # finished: the figures the surface holds (landscape-stats compares runs)
+            lines += ["figures:", *("  " + line for line in figures.table(
+                figures.rows(run.surface_file, str(run.path), settings.figures)).splitlines())]
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from launch import plots, status, surface, train
+from launch import plots, stats, status, surface, train
 
 # One torch thread in every test process (this one, local workers, MPI ranks, Slurm tasks): on this 2-core
 # machine shared with other test runs, two OpenMP threads wait for each other's core (measured: 30 digits-CNN
@@ -29,7 +29,7 @@ torch.set_num_threads(int(os.environ["LANDSCAPE_THREADS"]))
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SCRIPTS = {"landscape-surface": surface.main, "landscape-train": train.main, "landscape-plot": plots.main,
-           "landscape-status": status.main}  # pyproject.toml's [project.scripts]
+           "landscape-status": status.main, "landscape-stats": stats.main}  # pyproject.toml's [project.scripts]
 
 
 def pytest_configure(config):
@@ -88,7 +88,7 @@ def base_args(trained) -> list[str]:
 
 def read_surface(path: Path) -> dict[str, np.ndarray]:
     with h5py.File(path, "r", locking=False) as f:
-        return {k: f[k][()] for k in f.keys()}
+        return {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}  # groups: figures/, planes/
 
 
 def copy_run(src: Path, dst: Path) -> Path:

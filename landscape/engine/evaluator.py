@@ -117,6 +117,10 @@ class Evaluator:
                           "points_per_batch": choice.points_per_batch, "batch_size": choice.batch_size,
                           "compile": choice.compile, "cuda_graph": choice.cuda_graph})
 
+    def set_directions(self, directions: Directions) -> None:
+        """Evaluate along another plane of the same shape from now on (random planes: directions.planes)."""
+        self.weights.set_directions(directions)
+
     def evaluate(self, coords: np.ndarray) -> dict[str, np.ndarray]:
         """Per point `{split}_loss` (mean over the split), `{split}_acc` (percent, classification) and
         the values of any further metrics."""

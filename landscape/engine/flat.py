@@ -55,8 +55,8 @@ class FlatLayout:
 
 class FlatWeights:
     """A model's parameters and floating buffers as views into flat vectors, with theta0 and the directions
-    packed alike: a point's weights are `theta0 + c0 d1 (+ c1 d2)` (a line between two checkpoints also
-    moves the buffers: `bbase + c0 bstep`)."""
+    packed alike: a point's weights are `theta0 + c0 d1 (+ c1 d2)` (a line or plane through checkpoints also
+    moves the buffers: `bbase + c0 bstep (+ c1 bstep_y)`)."""
 
     def __init__(self, model: nn.Module, directions: Directions, device: torch.device):
         self.params = list(model.parameters())
@@ -75,13 +75,24 @@ class FlatWeights:
         self.buffers = [b for _, b in named]
         self.blayout = FlatLayout(self.buffers)
         self.bflat = self.blayout.bind(self.buffers, device)
-        self.bstep = self.bbase = None  # buffers move only along a line between two checkpoints
+        self.bstep = self.bbase = self.bstep_y = None  # buffers move only through checkpoints (line, plane)
         if directions.x_buffers:
-            absent = [n for n in directions.x_buffers if n not in self.buffer_names]
+            moved = {**directions.x_buffers, **(directions.y_buffers or {})}
+            absent = [n for n in moved if n not in self.buffer_names]
             if absent:
                 raise UserError(f"the directions move buffers the model lacks: {', '.join(absent[:4])}")
             self.bbase = self.bflat.clone()
             self.bstep = self.blayout.pack([directions.x_buffers.get(n) for n in self.buffer_names], device)
+            if directions.y_buffers:
+                self.bstep_y = self.blayout.pack([directions.y_buffers.get(n) for n in self.buffer_names], device)
+
+    def set_directions(self, directions: Directions) -> None:
+        """Another plane of the same shape (random planes: directions.planes), copied into the packed
+        directions in place, so every captured graph and fused kernel reads the new plane."""
+        if directions.dims != len(self.d) or directions.x_buffers:
+            raise ValueError("set_directions: another plane of the same dimensions, without moving buffers")
+        for packed, tensors in zip(self.d, (directions.x, directions.y)):
+            packed.copy_(self.layout.pack(list(tensors), packed.device))
 
     @property
     def ndim(self) -> int:
@@ -95,6 +106,8 @@ class FlatWeights:
             params.addcmul_(self.d[1], c[..., 1:2])
         if buffers is not None and self.bstep is not None:
             torch.addcmul(self.bbase, self.bstep, c[..., 0:1], out=buffers)
+            if self.bstep_y is not None:
+                buffers.addcmul_(self.bstep_y, c[..., 1:2])
 
 
 def _unique_names(named: Iterator[tuple[str, torch.Tensor]], params: list[torch.Tensor]) -> list[str]:
