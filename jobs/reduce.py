@@ -53,7 +53,7 @@ def _axis_labels(run: RunDir, d: directions.Directions, grid: Grid) -> dict[str,
     if kind == "line":
         return {"xlabel": "interpolation a: (1-a) start + a checkpoint", "ylabel": ""}
     if kind == "plane":
-        w0, w1, w2 = (Path(p).stem for p in (run.settings.checkpoint, *run.settings.directions.points))
+        w0, w1, w2 = (Path(p).stem for p in (run.settings.checkpoint.path, *run.settings.directions.points))
         ortho = ", orthogonalized" if d.attrs.get("orthogonalize") else ""
         return {"xlabel": f"a: {w1} - {w0}", "ylabel": f"b: {w2} - {w0}{ortho}"}
     return {"xlabel": f"direction 1 ({d.attrs.get('norm', '')}-normalized)",
@@ -77,7 +77,7 @@ def _marks(run: RunDir, d: directions.Directions) -> dict[str, np.ndarray]:
     """The checkpoints a plane passes through (centre, then directions.points), to mark on plots."""
     if d.marks is None:
         return {}
-    names = [Path(p).stem for p in (run.settings.checkpoint, *run.settings.directions.points)]
+    names = [Path(p).stem for p in (run.settings.checkpoint.path, *run.settings.directions.points)]
     return {"checkpoint_coordinates": d.marks, "checkpoint_labels": np.array(names, dtype="S")}
 
 

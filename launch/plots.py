@@ -1,12 +1,14 @@
 """`landscape-plot RUN_DIR [RUN_DIR ...] plot.log_scale=true plot.clip=5 plot.dir=DIR`: redraw a run's plots, no
 recompute; with several runs, compare them: the same plot kinds side by side on one colour scale with the same
-contour levels, and difference maps where the grids match (into plot.dir, else ./compare-A-vs-B-...).
+contour levels, difference maps where the grids match, and the runs' landscape figures side by side (figures.txt;
+into plot.dir, else ./compare-A-vs-B-...).
 Every setting and its default is in conf/plot.yaml."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from landscape import figures
 from landscape.compare import compare_surfaces
 from landscape.errors import UserError, first_line
 from landscape.plot import PlotOptions, plot_surface_file
@@ -61,9 +63,12 @@ def compare(runs: list[RunDir], opts: PlotOptions) -> tuple[list[Path], list[str
             raise UserError(f"{run.path} has no computed surface yet: run landscape-surface for it first")
     labels = [r.path.name for r in runs]
     labels = labels if len(set(labels)) == len(labels) else [str(r.path) for r in runs]
-    done = compare_surfaces({label: r.surface_file for label, r in zip(labels, runs)},
-                            _output_folder(compare_dir(runs, opts)), opts)
-    return done.paths, done.notes
+    out = _output_folder(compare_dir(runs, opts))
+    done = compare_surfaces({label: r.surface_file for label, r in zip(labels, runs)}, out, opts)
+    table = out / "figures.txt"  # every run's landscape figures (as reduce stored them), side by side
+    table.write_text(figures.table([row for label, r in zip(labels, runs)
+                                    for row in figures.rows(r.surface_file, label)]) + "\n")
+    return [*done.paths, table], done.notes
 
 
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -82,6 +87,7 @@ def main(argv: list[str]) -> int:
         runs = [RunDir(Path(d).absolute()) for d in dirs]
         paths, notes = compare(runs, opts)
         print(f"comparison {compare_dir(runs, opts)}: {', '.join(p.name for p in paths)}")
+        print(paths[-1].read_text().rstrip())
         for note in notes:
             print(note)
         return 0

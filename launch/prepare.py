@@ -188,7 +188,7 @@ def read_inputs(s: RunSettings) -> Read:
         checkpoint.check_fits(model, start, s.directions.start, s.model.name)
     points = []
     for path in s.directions.points if s.directions.kind == "plane" else ():
-        point, known[path] = checkpoint.load_with_digest(path)
+        point, known[path] = checkpoint.load_with_digest(path, layout)
         checkpoint.check_fits(model, point, path, s.model.name)
         points.append(point)
     return Read(model, state, start, inputs.digests(files, {str(Path(k)): v for k, v in known.items()}), points)

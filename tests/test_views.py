@@ -197,10 +197,13 @@ def test_landscape_plot_with_several_runs_compares_them(tmp_path, monkeypatch):
     out = cli("landscape-plot", "skip", "noskip", "+plot.dpi=40").stdout
     assert out.startswith(f"comparison {tmp_path / 'compare-skip-vs-noskip'}: ") and "train_loss_difference.png" in out
     assert (tmp_path / "compare-skip-vs-noskip" / "train_acc_heatmap.png").is_file()
+    table = (tmp_path / "compare-skip-vs-noskip" / "figures.txt").read_text()  # the figures beside the plots
+    assert "skip" in table.splitlines()[0] and "noskip" in table.splitlines()[0] and "centre_loss" in table
+    assert table.strip() in out  # and printed
     assert not (a / "plots").exists() and not (b / "plots").exists()
     out = cli("landscape-plot", a, b, "plot.dir=cmp", "+plot.dpi=40", "+plot.metrics=[train_loss]").stdout
     assert f"comparison {tmp_path / 'cmp'}: " in out and sorted(p.name for p in (tmp_path / "cmp").iterdir()) == \
-        sorted(f"train_loss_{k}.png" for k in (*KINDS, "difference"))
+        sorted([*(f"train_loss_{k}.png" for k in (*KINDS, "difference")), "figures.txt"])
     cli("landscape-plot", a, b, "plot.dir=page", "plot.html=true", "+plot.dpi=40", "+plot.metrics=[train_acc]")
     names = [t["name"] for t in html_traces(tmp_path / "page" / "surface.html") if t["type"] == "surface"]
     assert names == ["skip: train_acc", "noskip: train_acc"]
