@@ -266,7 +266,8 @@ def _resumed(partial: Path, progress: Path, shp: tuple[int, ...]) -> tuple[np.nd
 
 def _decode_into(arr: np.ndarray, lst: Listing, opts: Options, done: int, progress: Path, pool: Any) -> None:
     """Fill the rows from `done` on, in order, flushing them with the progress count every FLUSH_SECONDS."""
-    show = Progress(f"decoding {lst.folder} ({opts.workers if pool else 1} processes)", len(arr), done)
+    workers = opts.workers if pool else 1
+    show = Progress(f"decoding {lst.folder} ({workers} process{'es' if workers > 1 else ''})", len(arr), done)
     jobs = _jobs(lst, opts.transform, (arr.shape[3], arr.shape[2]), done)
     flushed = time.monotonic()
     for chunk in (pool.imap(decode_many, jobs) if pool else map(decode_many, jobs)):
