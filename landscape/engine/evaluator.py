@@ -130,7 +130,7 @@ class Evaluator:
             info = compared(check.cpu().numpy()) if check is not None else {}
             if self.parts.dtype is not None:
                 info |= recompute_nonfinite(self.runner, self.metrics, coords, out, self.precision)
-        self.last_info = info
+        self.last_info = info | {k: v for m in self.metrics for k, v in getattr(m, "last_info", {}).items()}
         return out
 
     def meta(self) -> dict[str, Any]:
