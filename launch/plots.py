@@ -8,6 +8,7 @@ from pathlib import Path
 from landscape.errors import UserError, first_line
 from landscape.surface import h5open
 from landscape.plot import PlotOptions, plot_surface_file
+from landscape.plot_curvature import plot_curvature_file
 
 from jobs.run import RunDir
 from jobs.settings import plot_options
@@ -37,7 +38,7 @@ def draw(run: RunDir, opts: PlotOptions) -> list[Path]:
         raise UserError(f"plot.dir {out} is a file: name a folder (created if missing)")
     if not _anything_done(run):
         return []  # nothing computed yet: nothing to draw
-    return plot_surface_file(run.surface_file, out, opts)
+    return plot_surface_file(run.surface_file, out, opts) + plot_curvature_file(run.surface_file, out, opts)
 
 
 @user_errors

@@ -9,6 +9,7 @@ eigenvalue lies that close to the extreme, Lanczos may stop on it (seen at the c
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,10 +22,11 @@ from torch.func import functional_call
 from landscape import data, directions
 from landscape.engine import Evaluator
 from landscape.engine.curvature import (Hessian, HessianOptions, hessian_vector_product, hutchinson, lanczos,
-                                        moved_params)
+                                        chosen_params)
 from landscape.errors import UserError
 
 TIGHT = 1e-4  # relative to max|lambda|, at hessian.tol=1e-6
+OPTS = HessianOptions("all", 1e-6, 300, 0, "train", None, 64)
 
 
 def _data(shape, classes=3, n=48, seed=0):
@@ -123,7 +125,7 @@ def test_directions_subset_leaves_out_biases_and_batchnorm():
     names = [n for n, _ in model.named_parameters()]
     state = model.state_dict()
     d = directions.random_directions(names, [state[n] for n in names], 2, "filter", "biasbn", 0)
-    assert moved_params(names, d) == ["0.weight", "4.weight"]
+    assert chosen_params(replace(OPTS, params="directions"), names, d) == ["0.weight", "4.weight"]
 
 
 def test_bad_options_are_one_line():
@@ -153,13 +155,11 @@ def _evaluator(digits_small, options, fold_bn=False, seed=0):
     names = [n for n, _ in model.named_parameters()]
     state = {k: v.clone() for k, v in model.state_dict().items()}
     d = directions.random_directions(names, [state[n] for n in names], 2, "filter", "none", seed)
-    chosen = moved_params(names, d) if options.params == "directions" else names
-    metric = Hessian(options, "cross_entropy", True, chosen, seed, 64)
+    metric = Hessian(options, "cross_entropy", True, chosen_params(options, names, d), seed)
     ev = Evaluator(model, state, d, digits_small, 10, fold_bn=fold_bn, channels_last=False, metrics=[metric])
     return ev, model, state, d, names
 
 
-OPTS = HessianOptions("all", 1e-6, 300, 0, "train", None, None)
 
 
 def test_metric_at_a_grid_point_matches_the_dense_hessian(digits_small):

@@ -1,7 +1,7 @@
 """Curvature at each grid point: the Hessian's extreme eigenvalues (Lanczos) and its trace (Hutchinson).
 
-Hessian-vector products are double backward passes through `functional_call`, one per batch, each batch's
-product summed into an fp64 vector; BatchNorm stays in eval mode (running statistics), as the loss surface
+Hessian-vector products are forward-over-reverse passes (`jvp` of `grad` through `functional_call`), one per
+batch, each batch's product summed into an fp64 vector; BatchNorm stays in eval mode (running statistics), as the loss surface
 uses. Lanczos runs in fp64 on the device with full reorthogonalisation, from one seeded start vector for
 every point (a warm start from the neighbour would make a point's value depend on its tile), and stops when
 the residuals of both extreme Ritz pairs are at most `tol * max|theta|`, or after `max_iter` products. A
@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, grad, jvp
 
 from ..data import Split, subset
 from ..directions import Directions
 from ..errors import UserError, real_number, whole_number
 from .metrics import Forward, check_loss, loss_sum
+from .options import known_keys
 
 PARAMS = ("all", "directions")
+MAX_BATCH = 1024  # default samples per double backward: it holds ~3x a forward's activations
 HVP = Callable[[torch.Tensor], torch.Tensor]  # fp64 (n,) -> fp64 (n,)
 
 
@@ -53,6 +55,11 @@ class HessianOptions:
         for key in ("samples", "batch_size"):
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, whole_number(getattr(self, key), f"hessian.{key}", 1, ", or null"))
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any]) -> HessianOptions:
+        """From `hessian.*` settings; unknown keys are refused."""
+        return cls(**known_keys(cls, values, "hessian", "the Hessian's"))
 
     def hvps_per_point(self) -> int:
         """The most Hessian-vector products one point may take."""
@@ -112,32 +119,36 @@ def hutchinson(hvp: HVP, n: int, probes: int, seed: int, device: torch.device) -
 def hessian_vector_product(model: nn.Module, names: Sequence[str], batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
                            loss: str, classify: bool) -> HVP:
     """v -> H v for the mean loss over `batches` w.r.t. the parameters `names` (flattened in that order) at
-    the model's current weights: one double backward per batch (fp32), summed in fp64."""
+    the model's current weights: forward-over-reverse (`jvp` of `grad`) per batch in fp32, summed in fp64
+    (on a CPU ~1.3x faster than a double backward, measured on the digits CNN)."""
     params = dict(model.named_parameters())
     with torch.no_grad():  # the loss is a mean over samples (cross_entropy) or over every output value
         per_sample = 1 if loss == "cross_entropy" else model(batches[0][0][:1]).numel()
     count = per_sample * sum(len(y) for _, y in batches)
 
+    def batch_loss(chosen: dict[str, torch.Tensor], rest: dict[str, torch.Tensor], x: torch.Tensor,
+                   y: torch.Tensor) -> torch.Tensor:
+        return loss_sum(functional_call(model, {**rest, **chosen}, (x,)), y, loss, classify)[0] / count
+
     def hvp(v: torch.Tensor) -> torch.Tensor:
-        theta = {k: p.detach() for k, p in params.items()}
-        chosen = [theta[k].requires_grad_() for k in names]
-        vs, offset = [], 0
-        for p in chosen:
-            vs.append(v[offset:offset + p.numel()].view(p.shape).float())
-            offset += p.numel()
+        rest = {k: p.detach() for k, p in params.items() if k not in names}
+        chosen = {k: params[k].detach() for k in names}
+        sizes = [chosen[k].numel() for k in names]
+        tangent = {k: u.view(chosen[k].shape).float() for k, u in zip(names, torch.split(v, sizes))}
         out = torch.zeros_like(v)
         for x, y in batches:
-            total = loss_sum(functional_call(model, theta, (x,)), y, loss, classify)[0] / count
-            grads = torch.autograd.grad(total, chosen, create_graph=True)
-            dot = sum((g * u).sum() for g, u in zip(grads, vs))
-            out += torch.cat([h.reshape(-1) for h in torch.autograd.grad(dot, chosen)]).double()
+            hv = jvp(lambda c: grad(batch_loss)(c, rest, x, y), (chosen,), (tangent,))[1]  # noqa: B023
+            out += torch.cat([hv[k].reshape(-1) for k in names]).double()
         return out
 
     return hvp
 
 
-def moved_params(names: Sequence[str], directions: Directions) -> list[str]:
-    """The parameters some direction moves (a tensor every direction leaves at zero is fixed on the plane)."""
+def chosen_params(options: HessianOptions, names: Sequence[str], directions: Directions) -> list[str]:
+    """`names` (hessian.params=all), or those some direction moves: a tensor every direction leaves at zero
+    (biases and BatchNorm under ignore=biasbn) is fixed on the plane."""
+    if options.params == "all":
+        return list(names)
     ds = [directions.x] + ([directions.y] if directions.y is not None else [])
     return [n for i, n in enumerate(names) if any(bool(d[i].ne(0).any()) for d in ds)]
 
@@ -146,11 +157,11 @@ class Hessian:
     """The metric `hessian`: `max_eig`, `min_eig` (Li et al.'s names), their residuals, Lanczos' iterations,
     and with trace probes `trace` and `trace_stderr`, per point, over one split (or a seeded subset of it)."""
 
-    def __init__(self, options: HessianOptions, loss: str, classify: bool, names: Sequence[str], seed: int,
-                 batch_size: int):
+    def __init__(self, options: HessianOptions, loss: str, classify: bool, names: Sequence[str], seed: int):
         check_loss(loss)
+        if not names:
+            raise UserError("hessian.params=directions: the directions move no parameter; use hessian.params=all")
         self.options, self.loss, self.classify, self.names, self.seed = options, loss, classify, list(names), seed
-        self.batch_size = options.batch_size or batch_size
         self.data: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.last_info: dict[str, float] = {}
 
@@ -162,7 +173,7 @@ class Hessian:
             split = Split(torch.cat([x for x, _ in parts]).clone(), torch.cat([y for _, y in parts]).clone())
             if self.options.samples:
                 split = subset(split, self.options.samples, self.seed)
-            size = self.batch_size
+            size = self.options.batch_size or min(len(parts[0][1]), MAX_BATCH)
             self.data = [(split.x[i:i + size], split.y[i:i + size]) for i in range(0, len(split), size)]
         return self.data
 
@@ -190,3 +201,17 @@ class Hessian:
                           "hessian_seconds": time.perf_counter() - t0, "hessian_points": len(rows)}
         device = next(forward.model.parameters()).device
         return {k: values[:, i].to(device) for i, k in enumerate(keys)}
+
+
+def cost_line(metas: Sequence[Mapping[str, Any]], cap: int) -> str:
+    """What curvature costs, from tile attributes (or one calibration's): Hessian-vector products per point
+    (of at most `cap`), seconds per point, and how many times a point's loss and accuracy that is."""
+    metas = [m for m in metas if "hessian_points" in m]
+    if not metas:
+        return ""
+    points = sum(float(m["hessian_points"]) for m in metas)
+    hvps, curv = sum(float(m["hessian_hvps"]) for m in metas), sum(float(m["hessian_seconds"]) for m in metas)
+    loss = max(sum(float(m["seconds"]) for m in metas) - curv, 1e-9)
+    return (f"hessian: {hvps / points:.1f} Hessian-vector products per point (at most {cap}), "
+            f"{curv / points:.3g} s per point, {curv / loss:.0f}x the loss and accuracy's time")
+
