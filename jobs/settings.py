@@ -125,7 +125,8 @@ class RunSettings:
 
 KEYS = {"checkpoint": None, "seed": None, "loss": None, "precision": None, "model": None, "data": None,
         "directions": None, "launcher": None, "plot": None, "grid": ("dims", "resolution", "range", "tile"),
-        "run": ("dir",), "eval": None, "metrics": None, "hessian": None}  # None: any key (checked by its own part), or a plain value
+        "run": ("dir",), "eval": None, "metrics": None,
+        "hessian": None}  # None: any key (checked by its own part), or a plain value
 
 
 def parse(cfg: Mapping[str, Any]) -> RunSettings:
@@ -272,8 +273,8 @@ def _hessian(metrics: Any, options: Mapping[str, Any], splits: tuple[str, ...]) 
         return None
     h = HessianOptions.parse(options)
     if h.split not in splits:
-        raise UserError(f"hessian.split={h.split} is not evaluated (data.split={'both' if len(splits) > 1 else splits[0]})"
-                        f": use one of {', '.join(splits)}")
+        given = "both" if len(splits) > 1 else splits[0]
+        raise UserError(f"hessian.split={h.split} is not evaluated (data.split={given}): use one of {', '.join(splits)}")
     return h
 
 

@@ -45,7 +45,8 @@ def plot_curvature_file(path: str | Path, out_dir: str | Path, opts: PlotOptions
         if key not in values:
             continue
         o = free if key in ("max_eig", CONVEXITY) else replace(free, log_scale=False)
-        paths += plot_2d(x, y, values[key], out_dir, key, o, xlabel, ylabel, f"{title}\n{heading}" if title else heading)
+        heading = f"{title}\n{heading}" if title else heading
+        paths += plot_2d(x, y, values[key], out_dir, key, o, xlabel, ylabel, heading)
     return paths
 
 

@@ -1,8 +1,8 @@
 """Curvature at each grid point: the Hessian's extreme eigenvalues (Lanczos) and its trace (Hutchinson).
 
 Hessian-vector products are forward-over-reverse passes (`jvp` of `grad` through `functional_call`), one per
-batch, each batch's product summed into an fp64 vector; BatchNorm stays in eval mode (running statistics), as the loss surface
-uses. Lanczos runs in fp64 on the device with full reorthogonalisation, from one seeded start vector for
+batch, each batch's product summed into an fp64 vector; BatchNorm stays in eval mode (running statistics), as
+the loss surface uses. Lanczos runs in fp64 on the device with full reorthogonalisation, from one seeded start vector for
 every point (a warm start from the neighbour would make a point's value depend on its tile), and stops when
 the residuals of both extreme Ritz pairs are at most `tol * max|theta|`, or after `max_iter` products. A
 Ritz value with residual r is within r of an eigenvalue of H (symmetric), so each reported eigenvalue is

@@ -14,8 +14,8 @@ from torch import nn
 from ..checkpoint import StateDict
 from ..data import Split
 from ..directions import Directions
-from ..hardware import backend_flags, device_name
 from ..errors import UserError
+from ..hardware import backend_flags, device_name
 from .bnfold import CONV_TYPES, bn_folder
 from .bnrecal import Recalibrator
 from .checks import check_model, precision_note
