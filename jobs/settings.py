@@ -274,7 +274,8 @@ def _hessian(metrics: Any, options: Mapping[str, Any], splits: tuple[str, ...]) 
     h = HessianOptions.parse(options)
     if h.split not in splits:
         given = "both" if len(splits) > 1 else splits[0]
-        raise UserError(f"hessian.split={h.split} is not evaluated (data.split={given}): use one of {', '.join(splits)}")
+        raise UserError(f"hessian.split={h.split} is not evaluated (data.split={given}): "
+                        f"use one of {', '.join(splits)}")
     return h
 
 

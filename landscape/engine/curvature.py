@@ -2,12 +2,12 @@
 
 Hessian-vector products are forward-over-reverse passes (`jvp` of `grad` through `functional_call`), one per
 batch, each batch's product summed into an fp64 vector; BatchNorm stays in eval mode (running statistics), as
-the loss surface uses. Lanczos runs in fp64 on the device with full reorthogonalisation, from one seeded start vector for
-every point (a warm start from the neighbour would make a point's value depend on its tile), and stops when
-the residuals of both extreme Ritz pairs are at most `tol * max|theta|`, or after `max_iter` products. A
-Ritz value with residual r is within r of an eigenvalue of H (symmetric), so each reported eigenvalue is
-within its stored residual of the truth, and |min_eig / max_eig| within about `tol` of the true ratio.
-One Krylov space serves both ends: no shift and no second run on -H.
+the loss surface uses. Lanczos runs in fp64 on the device with full reorthogonalisation, from one seeded start
+vector for every point (a warm start from the neighbour would make a point's value depend on its tile), and
+stops when the residuals of both extreme Ritz pairs are at most `tol * max|theta|`, or after `max_iter`
+products. One Krylov space serves both ends: no shift and no second run on -H. A Ritz value with residual r
+is within r of an eigenvalue of H (symmetric): of the extreme one unless another eigenvalue lies about that
+close to it (the crowded negative end), so |min_eig / max_eig| is good to about `tol`.
 """
 from __future__ import annotations
 
