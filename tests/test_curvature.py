@@ -131,7 +131,8 @@ def test_directions_subset_leaves_out_biases_and_batchnorm():
 def test_bad_options_are_one_line():
     good = dict(params="all", tol=1e-3, max_iter=50, trace_probes=0, split="train", samples=None, batch_size=None)
     for key, bad, fragment in (("params", "some", "hessian.params"), ("tol", 0, "hessian.tol"),
-                               ("max_iter", 1, "hessian.max_iter"), ("samples", 0, "hessian.samples")):
+                               ("max_iter", 1, "hessian.max_iter"), ("samples", 0, "hessian.samples"),
+                               ("trace_probes", 1, "hessian.trace_probes is 1")):
         with pytest.raises(UserError, match=fragment):
             HessianOptions(**{**good, key: bad})
 

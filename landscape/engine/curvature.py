@@ -52,6 +52,8 @@ class HessianOptions:
         object.__setattr__(self, "tol", real_number(self.tol, "hessian.tol", 0.0, above=True))
         object.__setattr__(self, "max_iter", whole_number(self.max_iter, "hessian.max_iter", 2))
         object.__setattr__(self, "trace_probes", whole_number(self.trace_probes, "hessian.trace_probes", 0))
+        if self.trace_probes == 1:
+            raise UserError("hessian.trace_probes is 1: use 0 (no trace) or 2 or more (its standard error needs two)")
         for key in ("samples", "batch_size"):
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, whole_number(getattr(self, key), f"hessian.{key}", 1, ", or null"))
@@ -106,14 +108,15 @@ def lanczos(hvp: HVP, start: torch.Tensor, tol: float, max_iter: int) -> Extreme
 
 
 def hutchinson(hvp: HVP, n: int, probes: int, seed: int, device: torch.device) -> tuple[float, float]:
-    """The trace's Hutchinson estimate over `probes` seeded Rademacher vectors, and its standard error."""
+    """The trace's Hutchinson estimate over `probes` (2 or more) seeded Rademacher vectors, and its standard
+    error."""
     g = torch.Generator().manual_seed(seed)
     samples = []
     for _ in range(probes):
         z = (torch.randint(0, 2, (n,), generator=g, dtype=torch.float64) * 2 - 1).to(device)
         samples.append(torch.dot(z, hvp(z)).item())
     est = np.asarray(samples)
-    return float(est.mean()), float(est.std(ddof=1) / np.sqrt(probes)) if probes > 1 else float("nan")
+    return float(est.mean()), float(est.std(ddof=1) / np.sqrt(probes))
 
 
 def hessian_vector_product(model: nn.Module, names: Sequence[str], batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
