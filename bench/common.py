@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from landscape import directions
 from landscape.data import Split
 
 
@@ -112,6 +113,17 @@ def calibrate_bn(model: nn.Module, split: Split, device: torch.device, samples: 
     for m in bns:
         m.momentum = 0.1
     model.eval()
+
+
+def calibrated_plane(make: Callable[[], nn.Module], split: Split, device: torch.device) -> tuple[dict, list[str], Any]:
+    """A seeded model's state with BatchNorm statistics of `split`, its parameter names, and a filter-normalised
+    random plane (biases and BatchNorm ignored), as the CPU and curvature benchmarks time it."""
+    torch.manual_seed(0)
+    model = make()
+    calibrate_bn(model, split, device)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    names = [n for n, _ in model.named_parameters()]
+    return state, names, directions.random_directions(names, [state[n] for n in names], 2, "filter", "biasbn", 0)
 
 
 def environment(device: torch.device) -> dict[str, Any]:

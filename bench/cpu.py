@@ -7,8 +7,8 @@ memory format) over pre-normalised inputs at its batch size, and the surface tim
 `Evaluator.evaluate` over the points (moves, refolds, normalisation, loss, sync). Each repeat times
 P bare passes then the surface of P points; the median ratio over repeats is reported (a shared,
 noisy machine). Also: the plain model's forward (NCHW, BatchNorm unfolded), Li et al.'s loop side by
-side, BatchNorm folding and channels_last on/off, vmap against loop, and glibc malloc tuning.
-The last line printed is `engine efficiency: <lowest efficiency over the models>`.
+side, BatchNorm folding and channels_last on/off, vmap against loop, glibc malloc tuning, and the curvature
+row (`bench/curvature.py`). The last line printed is `engine efficiency: <lowest efficiency over the models>`.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from landscape.engine import Evaluator
 from landscape.hardware import tune_cpu_malloc
 from landscape.models import digits_cnn, mlp, resnet20
 
-from .common import bare_forward, calibrate_bn, environment, reference_loop, table, timed, write_json
+from .common import bare_forward, calibrated_plane, environment, reference_loop, table, timed, write_json
+from .curvature import curvature_rows, curvature_table
 
 CPU = torch.device("cpu")
 
@@ -54,12 +55,7 @@ print(min(ts), sorted(ts)[n // 2], (r1.ru_stime - r0.ru_stime) / n, (r1.ru_minfl
 
 def case(name: str, make, split: data.Split, num_classes: int, points: int, reps: int, ref_points: int,
          vmap_points: tuple[int, ...], log) -> dict:
-    torch.manual_seed(0)
-    model = make()
-    calibrate_bn(model, split, CPU)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    names = [n for n, _ in model.named_parameters()]
-    dirs = directions.random_directions(names, [state[n] for n in names], 2, "filter", "biasbn", 0)
+    state, names, dirs = calibrated_plane(make, split, CPU)
     coords = np.stack(np.meshgrid(np.linspace(-1, 1, points), [0.25]), -1).reshape(-1, 2)
     splits = {"train": split}
     t0 = time.perf_counter()
@@ -241,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     compiled = compile_effect([("digits_cnn", digits_cnn, digits.train, 10, args.points * 2),
                                ("resnet20", resnet20, cifar.train, 10, max(2, args.points // 2))],
                               args.reps, log) if args.compile else None
+    curvature = curvature_rows(log)
     record = {"environment": environment(CPU) | {"loadavg_1min_at_start": load0}, "cases": cases,
-              "vmap_probe": probe, "malloc": malloc, "compile": compiled,
+              "vmap_probe": probe, "malloc": malloc, "compile": compiled, "curvature": curvature,
               "seconds": time.perf_counter() - t0}
     path = write_json(record, f"cpu-{time.strftime('%Y%m%d-%H%M%S')}.json")
     rows = [{**c, "forward_ms": c["forward_s"] * 1e3, "point_ms": c["per_point_s"] * 1e3,
@@ -261,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     if compiled:
         print("torch.compile on this CPU: " + ", ".join(
             f"{c['model']} {c['speedup']:.2f}x after {c['setup_s']:.0f} s" for c in compiled))
+    print("curvature (metrics=[loss, hessian], lambda_max and lambda_min, hessian.* defaults):")
+    print(curvature_table(curvature))
     print(f"results: {path}  ({time.perf_counter() - t0:.0f} s)")
     print(f"engine efficiency: {min(c['efficiency'] for c in cases):.3f}")
     return 0

@@ -123,6 +123,10 @@ def reduce(run_dir: str | Path) -> Reduced:
         attrs["computed_on"] = surface.tile_counts(made_by)
     if any(m.get("subset_leaves_out") for m in metas):  # each worker knew its splits' sizes
         attrs["approximate_subset"] = s.data.subset
+    attrs["bn"] = s.engine.bn if s.engine.bn == "frozen" else f"recalibrate ({s.engine.bn_batches} batches of " \
+        f"{s.engine.bn_batch_size})"
+    if s.hessian:  # Li et al.'s max_eig / min_eig; a subset of the split is said, as for the loss
+        attrs |= {f"hessian_{k}": "null" if v is None else v for k, v in vars(s.hessian).items()}
     if not any(k.endswith("_loss") for k in arrays):  # nothing computed yet: still a valid, empty file
         arrays["train_loss"] = np.full(run.grid.shape, np.nan)
     surface.write_surface(run.surface_file, run.grid, arrays, str(run.directions_file.resolve()), attrs, extra,

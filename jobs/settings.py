@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from landscape import data, directions
 from landscape.checkpoint import Layout
 from landscape.engine import EngineOptions, check_loss, check_precision
+from landscape.engine.curvature import HessianOptions
 from landscape.engine.options import VALUE_NEUTRAL
 from landscape.errors import UserError, whole_number
 from landscape.figures import FigureOptions, figure_options
@@ -147,6 +148,7 @@ class RunSettings:
     model: ModelSettings = field(metadata=VALUE)
     data: DataSettings = field(metadata=VALUE)
     engine: EngineOptions = field(metadata=VALUE)
+    hessian: HessianOptions | None = field(metadata=VALUE)  # metrics=[loss, hessian]; None: loss and accuracy only
     device: str
     plot: PlotOptions
     figures: FigureOptions
@@ -166,7 +168,8 @@ class RunSettings:
 KEYS = {"checkpoint": ("path", "key", "strip_prefix"), "seed": None, "loss": None, "precision": None,
         "model": None, "data": None, "directions": None, "launcher": None, "plot": None,
         "grid": ("dims", "resolution", "range", "tile"), "run": ("dir",),
-        "eval": None, "figures": None}  # None: any key (checked by its own part), or a plain value
+        "eval": None, "figures": None,
+        "metrics": None, "hessian": None}  # None: any key (checked by its own part), or a plain value
 
 
 def parse(cfg: Mapping[str, Any]) -> RunSettings:
@@ -178,6 +181,7 @@ def parse(cfg: Mapping[str, Any]) -> RunSettings:
         checkpoint=_checkpoint(cfg["checkpoint"]), seed=seed, loss=_loss(cfg["loss"]),
         precision=_precision(cfg["precision"]), grid=_grid(cfg["grid"], d.kind, len(d.seeds(seed))), directions=d,
         model=_model(cfg["model"]), data=_data(cfg["data"]), engine=EngineOptions.parse(_engine_keys(cfg["eval"])),
+        hessian=_hessian(cfg["metrics"], cfg["hessian"], data.split_names(cfg["data"]["split"])),
         device=str(cfg["eval"].get("device", "auto")), plot=plot_options(cfg.get("plot") or {}),
         figures=figure_options(cfg.get("figures") or {}), launcher=dict(cfg.get("launcher") or {}),
         run_dir=(cfg.get("run") or {}).get("dir"))
@@ -333,6 +337,25 @@ def _data(d: Mapping[str, Any]) -> DataSettings:
         raise UserError(f"unknown data '{d.get('name')}': choose one of {', '.join(data.LOADERS)}")
     options = {k: v for k, v in d.items() if k not in ("name", "split", "subset")}
     return DataSettings(name=d["name"], split=d["split"], subset=d.get("subset"), options=options)
+
+
+METRICS = ("loss", "hessian")
+
+
+def _hessian(metrics: Any, options: Mapping[str, Any], splits: tuple[str, ...]) -> HessianOptions | None:
+    """`metrics` (loss always; hessian adds curvature maps) and, where hessian is asked, `hessian.*` checked."""
+    asked = [metrics] if isinstance(metrics, str) else list(metrics or [])
+    unknown = [m for m in asked if m not in METRICS]
+    if unknown or "loss" not in asked:
+        raise UserError(f"metrics={asked}: use [loss] or [loss, hessian] (loss and accuracy are always measured)")
+    if "hessian" not in asked:
+        return None
+    h = HessianOptions.parse(options)
+    if h.split not in splits:
+        given = "both" if len(splits) > 1 else splits[0]
+        raise UserError(f"hessian.split={h.split} is not evaluated (data.split={given}): "
+                        f"use one of {', '.join(splits)}")
+    return h
 
 
 def _engine_keys(ev: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import torch
 
 from landscape import checkpoint, data, surface
 from landscape.engine import Evaluator
+from landscape.engine.curvature import Hessian, chosen_params
 from landscape.errors import UserError
 from landscape.hardware import pick_device, set_cpu_threads
 from landscape.spec import instantiate
@@ -62,9 +63,13 @@ def build_worker(run: RunDir, device: torch.device | None = None, cache_dir: Pat
     meta = {"subset_leaves_out": data.subset_leaves_out(splits, s.data.subset)}  # the reducer marks it approximate
     if s.data.subset:  # quick look: a fixed seeded subset
         splits = {name: data.subset(v, s.data.subset, s.seed) for name, v in splits.items()}
-    evaluator = Evaluator(model, origin, run.load_directions(names), splits, dataset.num_classes, loss=s.loss,
+    dirs = run.load_directions(names)
+    metrics = [Hessian(s.hessian, s.loss, dataset.num_classes > 0, chosen_params(s.hessian, names, dirs), s.seed)] \
+        if s.hessian else []
+    evaluator = Evaluator(model, origin, dirs, splits, dataset.num_classes, loss=s.loss,
                           precision=s.precision, device=device or pick_device(s.device),
-                          cache_dir=cache_dir or run.path / "cache", options=s.engine)
+                          cache_dir=cache_dir or run.path / "cache", options=s.engine, metrics=metrics,
+                          bn_split=dataset.split("train") if s.engine.bn == "recalibrate" else None)
     return Worker(evaluator, meta, run, names)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from jobs.run import RunDir
 from jobs.tile import build_worker
+from landscape.engine import curvature
 from landscape.errors import UserError
 from landscape.hardware import check_device, pick_device
 
@@ -19,9 +20,10 @@ from .prepare import prepare
 COMPILE_HINT_SECONDS = 1800.0
 
 
-def calibrate(run: RunDir, cache_dir: Path, points: int = 3) -> tuple[float, str]:
-    """Seconds per point on this machine (after one warm-up point), and the device used: the run's
-    eval.device where this machine has it, else what auto picks (a login node without the nodes' GPUs)."""
+def calibrate(run: RunDir, cache_dir: Path, points: int = 3) -> tuple[float, str, str]:
+    """Seconds per point on this machine (after one warm-up point), the device used (the run's eval.device
+    where this machine has it, else what auto picks: a login node without the nodes' GPUs), and with
+    metrics=[loss, hessian] the curvature's cost ("" without)."""
     try:
         check_device(run.settings.device)
         device = None
@@ -32,7 +34,10 @@ def calibrate(run: RunDir, cache_dir: Path, points: int = 3) -> tuple[float, str
     evaluator.evaluate(coords[:1])
     t0 = time.perf_counter()
     evaluator.evaluate(coords[:points])
-    return (time.perf_counter() - t0) / len(coords[:points]), str(evaluator.device)
+    seconds = time.perf_counter() - t0
+    h = run.settings.hessian
+    cost = curvature.cost_line([evaluator.meta() | {"seconds": seconds}], h.hvps_per_point()) if h else ""
+    return seconds / len(coords[:points]), str(evaluator.device), cost
 
 
 def dry_run(cfg: dict[str, Any], overrides: list[str], launcher: Launcher) -> int:
@@ -57,10 +62,12 @@ def describe(run: RunDir, todo: list[int], launcher: Launcher, cache_dir: Path) 
                      f"({', '.join(map(str, sizes)) or 'none'} tasks)"
                      + (f", at most {plan.parallelism} running" if plan.parallelism else ""))
     if todo:
-        seconds, device = calibrate(run, cache_dir)
+        seconds, device, cost = calibrate(run, cache_dir)
         biggest = max(run.tiles[i].npoints for i in todo)
         lines.append(f"calibration on this machine ({device}): {seconds:.3f} s per point, "
                      f"{seconds * biggest:.1f} s per tile, {seconds * biggest * per_task / 60:.1f} min per task")
+        if cost:
+            lines.append(cost)
         lines.append(f"total: {seconds * npoints / 3600:.2f} {'GPU' if device.startswith('cuda') else 'CPU-worker'}"
                      f"-hours; ask for a task time above the per-task figure on the nodes' hardware")
         if device == "cpu" and run.settings.engine.compile == "auto" \

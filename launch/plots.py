@@ -13,6 +13,7 @@ from landscape.compare import compare_surfaces
 from landscape.errors import UserError, first_line
 from landscape.plot import PlotOptions, plot_surface_file
 from landscape.surface import h5open
+from landscape.plot_curvature import OWN, plot_curvature_file
 
 from jobs.run import RunDir
 from jobs.settings import plot_options
@@ -47,7 +48,7 @@ def draw(run: RunDir, opts: PlotOptions) -> list[Path]:
     out = _output_folder(plots_dir(run, opts))
     if not _anything_done(run):
         return []  # nothing computed yet: nothing to draw
-    return plot_surface_file(run.surface_file, out, opts)
+    return plot_surface_file(run.surface_file, out, opts, leave_out=OWN) + plot_curvature_file(run.surface_file, out, opts)
 
 
 def compare_dir(runs: list[RunDir], opts: PlotOptions) -> Path:

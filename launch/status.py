@@ -11,6 +11,7 @@ from jobs import inputs
 from jobs.reduce import nonfinite_line
 from jobs.run import RunDir
 from landscape import figures, surface
+from landscape.engine import curvature
 from landscape.errors import UserError
 
 from . import lock
@@ -120,6 +121,8 @@ def summary(run: RunDir) -> str:
     if checks:
         lines.append(f"precision check: {settings.precision} vs fp32, largest relative loss difference "
                      f"{max(checks):.2e} over {len(checks)} tiles")
+    if settings.hessian and (cost := curvature.cost_line(metas, settings.hessian.hvps_per_point())):
+        lines.append(cost)
     engines = Counter(_engine(m) for m in metas if "engine_mode" in m)
     if engines:
         lines.append("engine: " + "; ".join(f"{k} ({n} tiles)" if len(engines) > 1 else k for k, n in engines.items()))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -13,8 +14,10 @@ from torch import nn
 from ..checkpoint import StateDict
 from ..data import Split
 from ..directions import Directions
+from ..errors import UserError
 from ..hardware import backend_flags, device_name
 from .bnfold import CONV_TYPES, bn_folder
+from .bnrecal import Recalibrator
 from .checks import check_model, precision_note
 from .flat import FlatWeights
 from .lowp import low_precision_net
@@ -50,7 +53,7 @@ class Evaluator:
                  channels_last: Any = "auto", stream: Any = "auto", precision_check: int = 1,
                  cuda_graph: Any = "auto", compile_mode: str = "default", pad_linear: Any = "auto",
                  cache_dir: str | Path | None = None, options: EngineOptions | None = None,
-                 metrics: Sequence[Metric] = ()):
+                 metrics: Sequence[Metric] = (), bn_split: Split | None = None):
         loose = EngineOptions(mode=mode, points_per_batch=points_per_batch, batch_size=batch_size, compile=compile,
                               compile_mode=compile_mode, cuda_graph=cuda_graph, fold_bn=fold_bn,
                               channels_last=channels_last, pad_linear=pad_linear, stream=stream,
@@ -61,13 +64,17 @@ class Evaluator:
         check_loss(loss)
         check_precision(precision)
         t_setup = time.perf_counter()
-        self.options, self.precision = options or loose, precision
+        self.options, self.precision = recalibrating(options or loose), precision
         self.device = _device(device)
         self._place_model(model, origin)
         self.weights = FlatWeights(self.model, directions, self.device)
         self.folder = bn_folder(self.model, self.weights, self.options.fold_bn, self.device)
         self.net = self.folder.net if self.folder else self.model
         placed, streamed = place(splits, self.device, self.options.stream)
+        self.bn_split = bn_split or splits.get("train")
+        if self.options.bn == "recalibrate" and self.bn_split is None:
+            raise UserError("eval.bn=recalibrate needs training data: pass bn_split (the command line passes the "
+                            "data's train split)")
         for name, split in placed.items():
             check_data_fits(self.model, split, num_classes, loss, name)
         with torch.inference_mode():
@@ -106,7 +113,9 @@ class Evaluator:
         self.lowp = low_precision_net(self.net, self.weights, self.folder, dtype, pad, self.device)
         if self.lowp is not None:
             self.info.update({"lowp_layers": self.lowp.cast, "padded_linear": self.lowp.npadded})
-        self.mover = Mover(self.weights, self.folder, self.lowp)
+        recal = Recalibrator(self.model, self.bn_split, self.options.bn_batches, self.options.bn_batch_size,
+                             self.device) if self.options.bn == "recalibrate" else None
+        self.mover = Mover(self.weights, self.folder, self.lowp, recal)
         steps = Steps(self.net, self.lowp, self.channels_last, self.device, self.options.compile_mode, self.info)
         return Parts(self.model, self.mover, steps, splits, streamed, dtype, self.channels_last, out_shape, self.info)
 
@@ -134,13 +143,24 @@ class Evaluator:
             info = compared(check.cpu().numpy()) if check is not None else {}
             if self.parts.dtype is not None:
                 info |= recompute_nonfinite(self.runner, self.metrics, coords, out, self.precision)
-        self.last_info = info
+        self.last_info = info | {k: v for m in self.metrics for k, v in getattr(m, "last_info", {}).items()}
         return out
 
     def meta(self) -> dict[str, Any]:
         """Scalars for a tile file's attributes: how the engine ran, and the last precision check."""
         m = {f"engine_{k}": v for k, v in self.info.items() if isinstance(v, (bool, int, float, str))}
         return m | self.last_info
+
+
+def recalibrating(options: EngineOptions) -> EngineOptions:
+    """eval.bn=recalibrate runs one point at a time (each point's statistics are its own): loop mode, no CUDA
+    graph (a captured pass would replay the recalibration's kernels outside the check); vmap is refused."""
+    if options.bn != "recalibrate":
+        return options
+    if options.mode == "vmap":
+        raise UserError("eval.bn=recalibrate re-estimates BatchNorm statistics per point, in loop mode: "
+                        "use eval.mode=auto or loop")
+    return replace(options, mode="loop", cuda_graph="false")
 
 
 def _device(device: str | torch.device) -> torch.device:

@@ -6,7 +6,8 @@ points of one `evaluate` call; `forward.sums(reduce)` runs it over every batch o
 the engine's path: loop or vmap, compiled, CUDA graph, streamed) and sums `reduce(outputs, targets)`;
 `forward.each_point()` moves `forward.model` to each point in turn for metrics that need more than
 outputs (gradients, curvature), with `forward.batches(split)`. A new metric is a new class here (or
-anywhere), passed to `Evaluator(metrics=...)`.
+anywhere), passed to `Evaluator(metrics=...)`; a `last_info` dict of scalars on it (its cost, say) goes
+into the tile's attributes (`curvature.Hessian`).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 (vmap mode); folded BatchNorm weights and low-precision copies follow every move."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -15,17 +15,21 @@ from .lowp import LowPrecisionNet
 class Mover:
     """Moves the model's flat weights; counts the moves, so that copies are recast once per move."""
 
-    def __init__(self, weights: FlatWeights, folder: BNFolder | None, lowp: LowPrecisionNet | None):
-        self.weights, self.folder, self.lowp = weights, folder, lowp
+    def __init__(self, weights: FlatWeights, folder: BNFolder | None, lowp: LowPrecisionNet | None,
+                 recalibrate: Callable[[], None] | None = None):
+        self.weights, self.folder, self.lowp, self.recalibrate = weights, folder, lowp, recalibrate
         self.moves = 0
 
     def to_point(self, c: torch.Tensor) -> None:
-        """Weights (and, for a line, buffers) at device coordinates `c` (D,), in place; folded weights follow.
+        """Weights (and, for a line, buffers) at device coordinates `c` (D,), in place; recalibrated BatchNorm
+        statistics (where asked) and folded weights follow.
         CUDA bf16/fp16: one compiled kernel moves and casts the flat vector (`lowp.move_and_cast`)."""
         w = self.weights
         self.moves += 1
         if self.lowp is None or not self.lowp.move(w.theta0, w.d, c, self.moves):
             w.row(w.flat, w.bflat, c)
+        if self.recalibrate:  # eval.bn=recalibrate: BatchNorm statistics of this point, before any refold
+            self.recalibrate()
         if self.folder:
             self.folder.fold(w.flat[None], w.bflat[None], self.folder.weights, self.folder.biases)
 

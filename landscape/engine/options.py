@@ -14,6 +14,7 @@ from ..errors import UserError, whole_number
 PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("auto", "loop", "vmap")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")  # CUDA graphs are the engine's own (graphs.py)
+BN_MODES = ("frozen", "recalibrate")
 TRISTATES = ("compile", "cuda_graph", "fold_bn", "channels_last", "pad_linear", "stream")  # auto | true | false
 # Options that never change a value, so a run's fingerprint leaves them out: stream, points_per_batch and
 # cuda_graph are bitwise-neutral in fp32 (tests/test_engine.py; a captured pass replays the same kernels and
@@ -36,6 +37,9 @@ class EngineOptions:
     pad_linear: str = "auto"
     stream: str = "auto"
     precision_check: int = 1
+    bn: str = "frozen"
+    bn_batches: int = 10
+    bn_batch_size: int = 128
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -49,21 +53,31 @@ class EngineOptions:
         for key in TRISTATES:
             object.__setattr__(self, key, _tristate(getattr(self, key), key))
         object.__setattr__(self, "precision_check", whole_number(self.precision_check, "eval.precision_check", 0))
+        if self.bn not in BN_MODES:
+            raise UserError(f"eval.bn '{self.bn}' is unknown: use frozen (the checkpoint's running statistics) or "
+                            "recalibrate (re-estimated at each point from seeded training batches)")
+        for key in ("bn_batches", "bn_batch_size"):
+            object.__setattr__(self, key, whole_number(getattr(self, key), f"eval.{key}", 1))
 
     @classmethod
     def parse(cls, values: Mapping[str, Any]) -> EngineOptions:
         """From `eval.*` settings (YAML bools, None or strings for the switches); unknown keys are refused."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"unknown setting eval.{unknown[0]}: the engine's settings are "
-                            f"{', '.join(f'eval.{k}' for k in sorted(known))}")
-        return cls(**values)
+        return cls(**known_keys(cls, values, "eval", "the engine's"))
 
     def on(self, key: str, auto: bool) -> bool:
         """A switch's value, `auto` deciding where it is left to the engine."""
         value = getattr(self, key)
         return auto if value == "auto" else value == "true"
+
+
+def known_keys(cls: type, values: Mapping[str, Any], prefix: str, whose: str) -> Mapping[str, Any]:
+    """`values` where each key is a field of the dataclass `cls`; else a UserError naming the first unknown one."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"unknown setting {prefix}.{unknown[0]}: {whose} settings are "
+                        f"{', '.join(f'{prefix}.{k}' for k in sorted(known))}")
+    return values
 
 
 def _tristate(value: Any, name: str) -> str:
