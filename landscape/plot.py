@@ -410,12 +410,13 @@ def plot_2d(x: np.ndarray, y: np.ndarray, Z: np.ndarray, out_dir: str | Path, st
 
 def plot_surface_file(path: str | Path, out_dir: str | Path, opts: PlotOptions,
                       leave_out: Collection[str] = ()) -> list[Path]:
-    """Draw every map in `opts.metrics` (empty: every map, less `leave_out`: maps another module draws) a surface
-    file holds; points not done are gaps. Losses follow the log/clip/limit options, other maps are drawn linear
-    on their own scale. With a trajectory, also its animation (plot.animation); with plot.html, the interactive
-    3D page."""
+    """Draw every map in `opts.metrics` (empty: every map, less `leave_out`: maps another module draws, and
+    their means and spreads over planes) a surface file holds; points not done are gaps. Losses follow the
+    log/clip/limit options, other maps are drawn linear on their own scale. With a trajectory, also its
+    animation (plot.animation); with plot.html, the interactive 3D page."""
     surf = read_surface(path)
-    names = [m for m in (opts.metrics or surf.maps) if m in surf.maps and m not in leave_out]
+    names = [m for m in (opts.metrics or surf.maps)
+             if m in surf.maps and m.removesuffix("_mean").removesuffix("_std") not in leave_out]
     out_dir = Path(out_dir)
     if surf.y is None:
         return plot_1d(surf.x, {m: surf.maps[m] for m in names}, out_dir, "1d_loss_acc", opts,
