@@ -72,11 +72,20 @@ def main(work: Path) -> None:
     run(surface.main, [*common[:3], "grid.resolution=41", *SMALL, f"checkpoint={ckpts / 'last.pt'}", "directions=line",
                        f"directions.start={ckpts / 'epoch_000.pt'}", "data.split=both", f"run.dir={work / 'line'}"])
     run(plots.main, [str(work / "early"), str(work / "random"), f"plot.dir={work / 'compare'}", *SMALL])
+    run(surface.main, common + [f"checkpoint={ckpts / 'last.pt'}", "directions.planes=4", f"run.dir={work / 'planes'}"])
+    run(surface.main, common + [f"checkpoint={ckpts / 'epoch_008.pt'}", "directions=plane",
+                                f"directions.points=[{ckpts / 'epoch_001.pt'},{ckpts / 'epoch_004.pt'}]",
+                                f"run.dir={work / 'plane'}"])
+    run(surface.main, [*common[:3], "grid.resolution=9", *SMALL, f"checkpoint={ckpts / 'last.pt'}",
+                       "metrics=[loss,hessian]", "hessian.samples=256", f"run.dir={work / 'hessian'}"])
     keep(work / "random" / "plots" / "train_loss_contourf.png", "random-centre.png")
     keep(work / "line" / "plots" / "1d_loss_acc.png", "line-1d.png")
     keep(work / "compare" / "train_loss_contourf.png", "compare-contourf.png")
     keep(work / "compare" / "train_loss_difference.png", "compare-difference.png")
     frames(work / "pca" / "plots" / "trajectory.gif", "trajectory-frames.png")
+    keep(work / "planes" / "plots" / "train_loss_std_contourf.png", "planes-std.png")
+    keep(work / "plane" / "plots" / "train_loss_contourf.png", "plane-checkpoints.png")
+    keep(work / "hessian" / "plots" / "convexity_heatmap.png", "convexity.png")
     screenshot(work / "pca" / "plots" / "surface.html", "interactive.png")
 
 

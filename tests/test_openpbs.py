@@ -122,15 +122,17 @@ def test_one_task_is_a_plain_job_and_a_large_plan_splits_at_the_servers_max_arra
 
 
 def test_qdel_of_a_running_and_a_queued_subjob_then_the_same_command_again(on_pbs, trained, local, tmp_path):
-    """Three subjobs of 3 tiles, one at a time (each sleeps 5 s first): qdel the running one and the queued
-    last one. Status shows them cancelled while the middle one is queued or running, then done; the same
+    """Three subjobs of 3 tiles, one at a time (each sleeps 5 s first): qdel the running one (once its log says
+    it started) and the queued last one. Status shows them cancelled while the middle one is queued or running, then done; the same
     command runs only their tiles; the result equals local."""
     run = tmp_path / "P"
     common = [*args(trained), "launcher=pbs", "launcher.tiles_per_task=3", f"run.dir={run}"]
-    cli("landscape-surface", *common, "launcher.wait=false", "launcher.parallelism=1", "launcher.setup=['sleep 5']")
+    cli("landscape-surface", *common, "launcher.wait=false", "launcher.parallelism=1",
+        "launcher.setup=['echo task started', 'sleep 5']")
     [entry] = submissions(run)
     array = entry["array"]
-    assert wait_for(lambda: qstat(f"{array}[0]").get(f"{array}[0].pbshost", {}).get("job_state") == "R", 60)
+    log = Path(entry["folder"]) / f"{array}_0_0_log.out"  # the server says R before the mom has started it
+    assert wait_for(lambda: log.is_file() and "task started" in log.read_text(), 60)
     subprocess.run([str(PBS_BIN / "qdel"), f"{array}[0]", f"{array}[2]"], check=True, timeout=30)
     seen = []
 
