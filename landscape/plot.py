@@ -284,7 +284,13 @@ def plot_1d(x: np.ndarray, values: dict[str, np.ndarray], out_dir: str | Path, s
 
 
 def mark(ax: Axes, trajectory: np.ndarray | None, labels: np.ndarray | None, centre: str | None) -> None:
-    """What a 2D panel marks: the optimiser path (dots, start, end, a few epoch labels) and the centre."""
+    """What a 2D panel marks: the optimiser path (dots, start, end, a few epoch labels), or the checkpoints a
+    plane goes through (labelled by name, not joined), and the centre."""
+    if trajectory is not None and labels is not None and np.asarray(labels).dtype.kind in "US":
+        for (px, py), name in zip(np.asarray(trajectory, dtype=float), labels):
+            ax.plot(px, py, "o", color="white", mec="black", ms=8)
+            ax.annotate(str(name), (px, py), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        trajectory = None
     if trajectory is not None:
         t = np.asarray(trajectory, dtype=float)
         ax.plot(t[:, 0], t[:, 1], "-o", color="tab:red", ms=3, lw=1)
