@@ -129,8 +129,10 @@ def _load_failure(path: Path, err: Exception) -> str:
     return f"checkpoint {path} is not a PyTorch checkpoint, or a damaged one (torch.load failed: {reason})"
 
 
-def check_fits(model: nn.Module, state: StateDict, path: str | Path, model_name: str = "model") -> None:
-    """Raise a UserError naming missing/unexpected keys and differing shapes."""
+def check_fits(model: nn.Module, state: StateDict, path: str | Path, model_name: str = "model",
+               strip: str | None = "checkpoint.strip_prefix") -> None:
+    """Raise a UserError naming missing/unexpected keys and differing shapes; where every key shares a prefix
+    the model lacks, the hint names the `strip` setting (None: the file must be saved without it)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state and not k.endswith(UNCOUNTED)]
     unexpected = [k for k in state if k not in own]
@@ -139,7 +141,8 @@ def check_fits(model: nn.Module, state: StateDict, path: str | Path, model_name:
     if not (missing or unexpected or shapes):
         return
     shared = os.path.commonprefix(list(state)).rpartition(".")[0] if len(state) > 1 else ""
-    hint = (f" Every key of the checkpoint starts with '{shared}.': checkpoint.strip_prefix={shared}. removes it."
+    fix = f"{strip}={shared}. removes it" if strip else "save model.state_dict() without it"
+    hint = (f" Every key of the checkpoint starts with '{shared}.': {fix}."
             if unexpected and shared and not any(k.startswith(shared + ".") for k in own) else
             " Is it a checkpoint of another architecture or data set?")
     parts = []
@@ -151,14 +154,16 @@ def check_fits(model: nn.Module, state: StateDict, path: str | Path, model_name:
     raise UserError(f"checkpoint {path} does not fit {model_name}: " + "; ".join(parts) + "." + hint)
 
 
-def load_into(model: nn.Module, path: str | Path, model_name: str = "model") -> StateDict:
+def load_into(model: nn.Module, path: str | Path, model_name: str = "model",
+              strip: str | None = "checkpoint.strip_prefix") -> StateDict:
     """Load a checkpoint into `model` after checking it fits; returns the state."""
-    return put_into(model, load_state(path), path, model_name)
+    return put_into(model, load_state(path), path, model_name, strip)
 
 
-def put_into(model: nn.Module, state: StateDict, path: str | Path, model_name: str = "model") -> StateDict:
+def put_into(model: nn.Module, state: StateDict, path: str | Path, model_name: str = "model",
+             strip: str | None = "checkpoint.strip_prefix") -> StateDict:
     """`state` (read from `path`) into `model`, after checking it fits; returns the state."""
-    check_fits(model, state, path, model_name)
+    check_fits(model, state, path, model_name, strip)
     state = {**{k: v for k, v in model.state_dict().items() if k.endswith(UNCOUNTED)}, **state}
     model.load_state_dict(state)
     return state

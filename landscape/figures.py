@@ -109,8 +109,9 @@ def _plane_figures(x: np.ndarray, y: np.ndarray | None, z: np.ndarray, opts: Fig
     for r in opts.radii:
         inside = z[dist <= r * (1 + 1e-9)]
         rise = inside - z0
-        out[f"mean_rise_r{r:g}"] = float(np.nanmean(rise)) if np.isfinite(z0) else math.nan
-        out[f"max_rise_r{r:g}"] = float(np.nanmax(rise)) if np.isfinite(z0) else math.nan
+        seen = np.isfinite(z0) and inside.size > 1  # a radius under the grid spacing holds the centre alone
+        out[f"mean_rise_r{r:g}"] = float(np.nanmean(rise)) if seen else math.nan
+        out[f"max_rise_r{r:g}"] = float(np.nanmax(rise)) if seen else math.nan
         out[f"sharpness_r{r:g}"] = out[f"max_rise_r{r:g}"] / (1 + abs(z0))
     basin = _basin(z, centre, opts.threshold(z0))
     out["basin_fraction"] = float(basin.mean())

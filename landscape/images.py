@@ -53,7 +53,11 @@ class Transform:
                 raise UserError(f"data.{key} is {list(value)}: give three numbers (R, G, B), or null")
         if (mean is None) != (std is None) or (std is not None and min(std) <= 0):
             raise UserError(f"data.mean {mean} and data.std {std}: give both (std above 0), or neither")
-        return cls(base[0] if resize is None else resize, base[1] if crop is None else crop, mean, std)
+        side, square = base[0] if resize is None else resize, base[1] if crop is None else crop
+        if side and square and square > side:  # the short side after the resize cannot hold the crop
+            raise UserError(f"data.crop {square} is larger than data.resize {side} (the short side after "
+                            "resizing): make the crop at most the resize")
+        return cls(side, square, mean, std)
 
     def describe(self) -> str:
         steps = [f"resize short side {self.resize}" if self.resize else "no resize",

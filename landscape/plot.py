@@ -431,7 +431,7 @@ def plot_surface_file(path: str | Path, out_dir: str | Path, opts: PlotOptions,
     for m in names:
         paths += plot_2d(surf.x, surf.y, surf.maps[m], out_dir, m, options_for(m, opts), surf.meta["xlabel"],
                          surf.meta["ylabel"], surf.heading(m), surf.trajectory, surf.labels, surf.centre)
-    if opts.animation and surf.trajectory is not None and names:
+    if opts.animation and surf.meta["directions"] == "pca" and surf.trajectory is not None and names:
         from .animation import animate_trajectory  # imports this module
         loss = next((m for m in names if "loss" in m.split("_")), names[0])
         paths.append(animate_trajectory(surf, loss, out_dir / "trajectory.gif", opts))

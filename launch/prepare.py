@@ -234,6 +234,9 @@ def create(s: RunSettings, cfg: dict[str, Any], overrides: list[str], read: Read
         log(f"data: {name} split, {len(split)} samples of {'x'.join(map(str, split.x.shape[1:]))} "
             f"{str(split.x.dtype).removeprefix('torch.')}, from {split.source}")
         check_data_fits(read.model, split, dataset.num_classes, s.loss, name)
+        if s.hessian and s.hessian.split == name and (s.hessian.samples or 0) > len(split):
+            raise UserError(f"hessian.samples is {s.hessian.samples} but the {name} split holds {len(split)} "
+                            f"samples: give at most {len(split)}, or null for the whole split")
     dirs = make_directions(s, read.model, read.state, read.start, read.points)
     kind = s.directions.kind
     fitted = dirs.trajectory if kind == "pca" else dirs.marks

@@ -40,7 +40,7 @@ def torchvision_classifier(arch: str, weights: str | None = None, num_classes: A
     if weights is None:
         return model
     if not WEIGHT_NAME.fullmatch(weights):
-        load_into(model, weights, f"model.arch={arch}")
+        load_into(model, weights, f"model.arch={arch}", strip=None)  # model.weights: a plain state_dict
         return model
     if tv is None:
         raise UserError(f"model.weights={weights} asks torchvision to download weights, but torchvision does not "
