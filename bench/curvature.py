@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from landscape import data
 from landscape.engine import Evaluator
@@ -22,7 +24,8 @@ from landscape.models import digits_cnn, resnet20
 from .common import calibrated_plane, table
 
 CPU = torch.device("cpu")
-OPTIONS = HessianOptions("all", 1e-3, 100, 0, "train", None, None)  # conf/surface.yaml's defaults
+OPTIONS = HessianOptions.parse(yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "surface.yaml")
+                                               .read_text())["hessian"])  # the defaults, from their one home
 COORDS = np.array([[0.0, 0.0], [0.5, 0.25]])
 
 

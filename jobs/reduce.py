@@ -45,6 +45,11 @@ def nonfinite_line(run: RunDir, metas: Mapping[int, Mapping[str, Any]]) -> str:
     return f"non-finite loss: {sum(counts.values())} of {points} points, in tiles {ids} ({where})"
 
 
+def _plane_stems(run: RunDir) -> list[str]:
+    """File stems of the checkpoints a plane goes through: the centre, then directions.points."""
+    return [Path(p).stem for p in (run.settings.checkpoint.path, *run.settings.directions.points)]
+
+
 def _axis_labels(run: RunDir, d: directions.Directions, grid: Grid) -> dict[str, str]:
     kind = d.attrs.get("kind", "")
     if kind == "pca" and d.explained_variance_ratio is not None:
@@ -53,7 +58,7 @@ def _axis_labels(run: RunDir, d: directions.Directions, grid: Grid) -> dict[str,
     if kind == "line":
         return {"xlabel": "interpolation a: (1-a) start + a checkpoint", "ylabel": ""}
     if kind == "plane":
-        w0, w1, w2 = (Path(p).stem for p in (run.settings.checkpoint.path, *run.settings.directions.points))
+        w0, w1, w2 = _plane_stems(run)
         ortho = ", orthogonalized" if d.attrs.get("orthogonalize") else ""
         return {"xlabel": f"a: {w1} - {w0}", "ylabel": f"b: {w2} - {w0}{ortho}"}
     return {"xlabel": f"direction 1 ({d.attrs.get('norm', '')}-normalized)",
@@ -77,8 +82,7 @@ def _marks(run: RunDir, d: directions.Directions) -> dict[str, np.ndarray]:
     """The checkpoints a plane passes through (centre, then directions.points), to mark on plots."""
     if d.marks is None:
         return {}
-    names = [Path(p).stem for p in (run.settings.checkpoint.path, *run.settings.directions.points)]
-    return {"checkpoint_coordinates": d.marks, "checkpoint_labels": np.array(names, dtype="S")}
+    return {"checkpoint_coordinates": d.marks, "checkpoint_labels": np.array(_plane_stems(run), dtype="S")}
 
 
 def reduce(run_dir: str | Path) -> Reduced:

@@ -321,9 +321,14 @@ def _left_to_data(key: str, value: Any) -> bool:
     return value == 0 and type(value) is int if key == "num_classes" else value is None
 
 
+def _folder_cache(spec: Mapping[str, Any]) -> tuple[folders.Options, dict[str, folders.Listing], dict[str, Path]]:
+    """An image folder's options, its evaluated splits' listings and their cache files."""
+    return folders.cached(_options(spec), split_names(spec.get("split", "train")))
+
+
 def imagefolder_sizes(spec: Mapping[str, Any]) -> dict[str, int | None]:
     """An image folder's sizes from its listing and the transform (one image's header where there is no crop)."""
-    opts, lsts, _ = folders.cached(_options(spec), split_names(spec.get("split", "train")))
+    opts, lsts, _ = _folder_cache(spec)
     lst = next(iter(lsts.values()))
     _, c, h, w = folders.shape(lst, opts.transform)
     classes = max(s.num_classes for s in lsts.values())
@@ -439,7 +444,7 @@ def files(spec: Mapping[str, Any]) -> list[Path]:
     if spec.get("name") == "cifar10":
         return [Path(spec["root"]) / n for n in CIFAR_FILES]
     if spec.get("name") == "imagefolder":
-        opts, _, caches = folders.cached(_options(spec), split_names(spec.get("split", "train")))
+        opts, _, caches = _folder_cache(spec)
         return [*caches.values(), *([opts.labels] if opts.labels else [])]
     return []
 
@@ -447,6 +452,6 @@ def files(spec: Mapping[str, Any]) -> list[Path]:
 def ready(spec: Mapping[str, Any]) -> None:
     """Make the files `files` names that are made, not given: an image folder's caches (decoded once, here)."""
     if spec.get("name") == "imagefolder":
-        opts, lsts, _ = folders.cached(_options(spec), split_names(spec.get("split", "train")))
+        opts, lsts, _ = _folder_cache(spec)
         for lst in lsts.values():
             folders.build(lst, opts)

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import UserError, first_line, real_number
+from .surface import h5open
 
 GROUP = "figures"  # surface file: figures/<split>_loss/<figure> datasets (K,), attributes mean and std
 
@@ -163,9 +164,9 @@ def surface_figures(x: np.ndarray, y: np.ndarray | None, losses: Mapping[str, np
 def loss_planes(f: h5py.File) -> dict[str, np.ndarray]:
     """Each loss of a surface file as (K, ...) planes: the `planes/` stack where there is one, else the root."""
     out = {}
+    done = f["done"][()].astype(bool) if "done" in f else True
     for key in f:
         if key.endswith("_loss") and isinstance(f[key], h5py.Dataset):
-            done = f["done"][()].astype(bool) if "done" in f else True
             out[key] = f[f"planes/{key}"][()] if f"planes/{key}" in f else np.where(done, f[key][()], np.nan)[None]
     return out
 
@@ -174,7 +175,7 @@ def read(path: str | Path, opts: FigureOptions | None = None) -> dict[str, dict[
     """loss -> figure -> (K,) values: as stored in the surface file, else computed from its values with `opts`
     (default FigureOptions())."""
     try:
-        with h5py.File(path, "r", locking=False) as f:
+        with h5open(path) as f:
             if GROUP in f:
                 return {k: {str(n): g[n][()] for n in g.attrs["order"]} for k, g in f[GROUP].items()}
             x, y = f["xcoordinates"][()], f["ycoordinates"][()] if "ycoordinates" in f else None

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .plot import PlotOptions, _attr, plot_2d, save_figure, scale
-from .surface import h5open
+from .plot import PlotOptions, plot_2d, read_surface, save_figure, scale
 
 CONVEXITY = "convexity"  # the figure stem of |min_eig / max_eig|
 # The maps this module draws, and the per-point diagnostics no one plots: plot_surface_file leaves them out.
@@ -27,15 +26,13 @@ def plot_curvature_file(path: str | Path, out_dir: str | Path, opts: PlotOptions
     """Every curvature figure of a surface file that holds `max_eig` (none otherwise); points not done are gaps.
     lambda_max and the ratio follow plot.log_scale (auto: log10 over 3 decades), lambda_min (signed) and the
     trace stay linear; plot.clip/vmin/vmax are loss values and are not applied here."""
-    with h5open(path) as f:
-        if "max_eig" not in f:
-            return []
-        done = f["done"][()].astype(bool)
-        loss = next(k for k in ("train_loss", "test_loss") if k in f)
-        values = {k: np.where(done, f[k][()], np.nan) for k in ("max_eig", "min_eig", "trace", loss) if k in f}
-        x = f["xcoordinates"][()]
-        y = f["ycoordinates"][()] if "ycoordinates" in f else None
-        xlabel, ylabel, title = _attr(f, "xlabel"), _attr(f, "ylabel"), _attr(f, "title")
+    surf = read_surface(path)
+    if "max_eig" not in surf.maps:
+        return []
+    loss = next(k for k in ("train_loss", "test_loss") if k in surf.maps)
+    values = {k: surf.maps[k] for k in ("max_eig", "min_eig", "trace", loss) if k in surf.maps}
+    x, y = surf.x, surf.y
+    xlabel, ylabel, title = surf.meta["xlabel"], surf.meta["ylabel"], surf.meta["title"]
     values[CONVEXITY] = convexity(values["max_eig"], values["min_eig"])
     free = replace(opts, clip=None, vmin=None, vmax=None)
     if y is None:

@@ -185,14 +185,14 @@ class Hessian:
         t0 = time.perf_counter()
         with torch.inference_mode(False), torch.enable_grad():
             batches = self.samples(forward)
+            params = dict(forward.model.named_parameters())  # the same tensors at every point
+            n = sum(params[k].numel() for k in self.names)
+            device = params[self.names[0]].device
+            start = torch.randn(n, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64).to(device)
             rows = []
             for _ in forward.each_point():
                 hvp = hessian_vector_product(forward.model, self.names, batches, self.loss, self.classify)
-                params = dict(forward.model.named_parameters())
-                n = sum(params[k].numel() for k in self.names)
-                device = params[self.names[0]].device
-                start = torch.randn(n, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
-                e = lanczos(hvp, start.to(device), o.tol, o.max_iter)
+                e = lanczos(hvp, start.clone(), o.tol, o.max_iter)
                 row = [e.max, e.min, e.max_residual, e.min_residual, e.iterations]
                 if o.trace_probes:
                     row += hutchinson(hvp, n, o.trace_probes, self.seed + 1, device)

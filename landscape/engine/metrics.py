@@ -11,7 +11,7 @@ into the tile's attributes (`curvature.Hessian`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
@@ -20,6 +20,7 @@ from torch import nn
 
 from ..data import Split
 from ..errors import UserError, first_line
+from . import stream
 
 LOSSES = ("cross_entropy", "mse", "mae")
 Reduce = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # outputs (P, B, ...), targets (B, ...) -> (P, K) fp32
@@ -96,7 +97,7 @@ def check_data_fits(model: nn.Module, split: Split, num_classes: int, loss: str 
     label = f"the {name} split" if name else "the data"
     if len(split) == 0:
         raise UserError(f"{label} has no samples")
-    head = replace(split, x=split.x[:2], y=split.y[:2]).to(next(model.parameters()).device)  # streamed: x on host
+    head = stream.head(split, 2, next(model.parameters()).device)  # streamed: x on host
     try:
         with torch.inference_mode():
             out = model.eval()(head.inputs(0, 2))

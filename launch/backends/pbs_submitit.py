@@ -155,8 +155,7 @@ def pbs_targets(job_ids: tp.Iterable[str]) -> tp.List[str]:
     """Normalised ids -> what to ask qstat about: `1234_5` -> its array `1234[]` (which also answers for the
     array's own id `1234`, as submitit registers it); a plain `99` -> `99`."""
     arrays = {i.split("_")[0] for i in job_ids if "_" in i}
-    return sorted({f"{i.split('_')[0]}[]" if "_" in i else i for i in job_ids if i not in arrays} |
-                  {f"{a}[]" for a in arrays})
+    return sorted({f"{a}[]" for a in arrays} | {i for i in job_ids if "_" not in i and i not in arrays})
 
 
 def qstat_command(flavor: str, targets: tp.List[str]) -> tp.List[str]:
