@@ -13,7 +13,7 @@ from landscape.errors import UserError
 from landscape.models.zoo import WEIGHT_NAME
 
 from jobs.run import RunDir
-from .config import CONF_DIR, PATH_KEYS, hydra_value, key_of, values_of, volatile
+from .config import CONF_DIR, PATH_KEYS, full_key, hydra_value, key_of, values_of, volatile
 
 HELP_FLAGS = ("-h", "--help")
 Main = Callable[[list[str]], "int | None"]
@@ -99,12 +99,6 @@ def absolute_paths(argv: list[str]) -> list[str]:
     return out
 
 
-def _saved_key(override: str) -> str:
-    """The key an override sets, `checkpoint` spelled in full (a resume's checkpoint.path=X replaces checkpoint=Y)."""
-    key = key_of(override)
-    return "checkpoint.path" if key == "checkpoint" else key
-
-
 def with_saved_overrides(argv: list[str]) -> list[str]:
     """If `run.dir=D` names an existing run, its saved value-changing overrides come first and argv
     refines them; how it ran (launcher, device, plots) applies to the command that said it only.
@@ -114,6 +108,7 @@ def with_saved_overrides(argv: list[str]) -> list[str]:
     run = RunDir(str(run_dirs[-1])) if run_dirs else None
     if run is None or not run.config_file.is_file():
         return argv
-    merged = {_saved_key(o): o for o in run.saved.get("overrides", []) if not volatile(key_of(o))}
-    merged.update({_saved_key(o): o for o in argv})
+    # keyed by the full key: a resume's checkpoint.path=X replaces a saved checkpoint=Y
+    merged = {full_key(key_of(o)): o for o in run.saved.get("overrides", []) if not volatile(key_of(o))}
+    merged.update({full_key(key_of(o)): o for o in argv})
     return list(merged.values())

@@ -24,6 +24,8 @@ CONF_DIR = _HERE / "conf" if (_HERE / "conf").is_dir() else _HERE.parent / "conf
 # (=, commas, quotes, spaces, non-ASCII) is one string. `checkpoint=PATH` is short for checkpoint.path=PATH.
 PATH_KEYS = ("checkpoint", "checkpoint.path", "directions.start", "directions.checkpoints", "directions.points",
              "data.path", "data.root", "data.labels", "data.cache_dir", "plot.dir", "model.path", "model.weights")
+# Short spellings a user may type for a key (`checkpoint=PATH` sets checkpoint.path): full_key / typed_key.
+SHORT_KEYS = {"checkpoint": "checkpoint.path"}
 QUOTED_KEYS = (*PATH_KEYS, "run.dir")
 # Settings that never change a value (how and where it runs, plots): a resume takes them from the command,
 # not from the saved run. train.overwrite says how to treat old checkpoints, not what is trained; model.path
@@ -41,8 +43,7 @@ def load(name: str, overrides: list[str]) -> dict[str, Any]:
             cfg = compose(config_name=name, overrides=overrides)
         if "model" in cfg:  # recorded in the run: workers, array tasks and MPI ranks import from the same folders
             cfg.model.path = import_dirs(cfg.model.get("path"))
-        missing = _missing_keys(cfg)
-        missing = ["checkpoint" if m == "checkpoint.path" else m for m in missing]  # as users type it
+        missing = [typed_key(m) for m in _missing_keys(cfg)]
         if missing:
             raise UserError(f"missing required setting: {', '.join(dict.fromkeys(missing))} "
                             f"(give it on the command line, e.g. {missing[0]}=...)")
@@ -56,6 +57,16 @@ def load(name: str, overrides: list[str]) -> dict[str, Any]:
 
 def key_of(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
+
+
+def full_key(key: str) -> str:
+    """A key as the config spells it (`checkpoint` -> `checkpoint.path`)."""
+    return SHORT_KEYS.get(key, key)
+
+
+def typed_key(key: str) -> str:
+    """A key as users type it (`checkpoint.path` -> `checkpoint`)."""
+    return next((short for short, full in SHORT_KEYS.items() if full == key), key)
 
 
 def values_of(value: str) -> str | list[str]:
@@ -82,11 +93,11 @@ def hydra_value(values: str | list[str]) -> str:
 
 
 def _hydra_safe(override: str) -> str:
-    """A path setting quoted for Hydra (`checkpoint` spelled `checkpoint.path`); other overrides as given."""
+    """A path setting quoted for Hydra, its key spelled in full (full_key); other overrides as given."""
     if "=" not in override or key_of(override) not in QUOTED_KEYS:
         return override
     key, value = override.split("=", 1)
-    key = key.replace("checkpoint", "checkpoint.path") if key_of(override) == "checkpoint" else key
+    key = key.removesuffix(key_of(override)) + full_key(key_of(override))
     if value.startswith("${") or value in ("null", "???", ""):  # an interpolation: Hydra's to resolve
         return f"{key}={value}"
     return f"{key}={hydra_value(values_of(value))}"
