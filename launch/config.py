@@ -110,13 +110,18 @@ def import_dirs(path: Any) -> list[str]:
     return list(dict.fromkeys(str(Path(p).expanduser().absolute()) for p in [*given, Path.cwd()]))
 
 
+def choices(group: str) -> list[str]:
+    """The choices of a conf group (`model` -> mlp, resnet20, ...): one conf/<group>/<name>.yaml each."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
 def _unknown_choice(err: Exception) -> str | None:
     """For a group choice that has no conf file (Hydra: "Could not find 'launcher/lsf'"): the ones that exist."""
     match = re.search(r"Could not find '(\w+)/([^']+)'", str(err))
     if not match or not (CONF_DIR / match[1]).is_dir():
         return None
     group, choice = match[1], match[2]
-    known = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    known = choices(group)
     close = difflib.get_close_matches(choice, known, n=1)
     return (f"{group} '{choice}' is unknown" + (f" (did you mean {close[0]}?)" if close else "")
             + f": use one of {', '.join(known)} (conf/{group}/)")

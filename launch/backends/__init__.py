@@ -55,9 +55,9 @@ class Launcher:
 
 def names() -> list[str]:
     """The launchers a user can choose: one conf/launcher/<name>.yaml each."""
-    from launch.config import CONF_DIR
+    from launch.config import choices  # Hydra and torch, only when asked
 
-    return sorted(p.stem for p in (CONF_DIR / "launcher").glob("*.yaml"))
+    return choices("launcher")
 
 
 def get(name: str) -> Backend:
