@@ -13,7 +13,9 @@ from tqdm import tqdm
 
 
 def clock_text(seconds: float) -> str:
-    """HH:MM:SS."""
+    """A duration for people (time taken, time left): HH:MM:SS, or `N.N days` from a day on."""
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
     s = int(round(seconds))
     return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
 

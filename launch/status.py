@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,10 +17,7 @@ from . import lock
 from . import backends
 from .backends import arrays
 from .cli import user_errors
-
-
-def _fmt_seconds(s: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(s)) if s < 86400 else f"{s / 86400:.1f} days"
+from .progress import clock_text
 
 
 def scheduler_view(run: RunDir, missing: set[int]) -> dict[int, tuple[str, str]]:
@@ -108,7 +104,7 @@ def summary(run: RunDir) -> str:
         left = total_points - done_points
         lines.append(f"speed: {per_worker:.2f} points/s per worker, {overall:.2f} points/s overall")
         if left:
-            lines.append(f"time left: about {_fmt_seconds(left / overall)} at the overall rate")
+            lines.append(f"time left: about {clock_text(left / overall)} at the overall rate")
     stale = inputs.stale(run)
     if stale:  # a resume would be refused: say so here, not "to finish"
         lines.append(f"inputs changed: {inputs.refusal(run.path, stale)}")
