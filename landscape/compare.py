@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from .errors import UserError
 from .plot import (KINDS, PlotOptions, Surface, colour_bar, draw, is_accuracy, mark, options_for, read_surface,
-                   save_figure, scale, value_label)
+                   save_figure, scale, shared_scale, value_label)
 
 DIFF_CMAP = "RdBu_r"
 PANEL = (4.4, 4.0)  # inches per panel
@@ -79,9 +79,8 @@ def _title(label: str, s: Surface) -> str:
 def side_by_side(surfaces: Mapping[str, Surface], name: str, opts: PlotOptions) -> dict[str, Figure]:
     """Per plot kind, one figure with a panel per run: one colour scale, the same contour levels, one colour
     bar; centres and trajectories marked as in single plots."""
-    s = scale(np.concatenate([v.maps[name].ravel() for v in surfaces.values()]), options_for(name, opts))
+    s = shared_scale(name, [v.maps[name] for v in surfaces.values()], opts)
     zs = {label: s.apply(v.maps[name]) for label, v in surfaces.items()}
-    s = s.shared(list(zs.values()))
     levels, label = s.levels(next(iter(zs.values())), opts.levels), value_label(name, s)
     figs = {}
     for kind in KINDS:

@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from .errors import UserError
-from .plot import CMAP, PlotOptions, Surface, options_for, scale, value_label
+from .plot import CMAP, PlotOptions, Surface, shared_scale, value_label
 
 
 def _json(z: np.ndarray) -> list:
@@ -51,11 +51,8 @@ def write_html(surfaces: Mapping[str, Surface], path: str | Path, opts: PlotOpti
              if not opts.metrics or _base(v[1]) in opts.metrics]
     if not views:
         raise UserError("no 2D map to draw in 3D: the interactive view is for 2D surfaces")
-    scales = {}
-    for base in dict.fromkeys(_base(name) for _, name, _, _ in views):
-        zs = [z for _, name, _, z in views if _base(name) == base]
-        s = scale(np.concatenate([z.ravel() for z in zs]), options_for(base, opts))
-        scales[base] = s.shared([s.apply(z) for z in zs])
+    scales = {base: shared_scale(base, [z for _, name, _, z in views if _base(name) == base], opts)
+              for base in dict.fromkeys(_base(name) for _, name, _, _ in views)}
     fig, owner = go.Figure(), []
     for v, (run, name, surf, values) in enumerate(views):
         s = scales[_base(name)]

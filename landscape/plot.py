@@ -149,6 +149,12 @@ def options_for(name: str, opts: PlotOptions) -> PlotOptions:
     return replace(opts, log_scale=False, clip=None, vmin=None, vmax=None)
 
 
+def shared_scale(name: str, maps: list[np.ndarray], opts: PlotOptions) -> Scale:
+    """One scale for several maps of `name` (runs, planes), its limits covering them all: one colour scale."""
+    s = scale(np.concatenate([m.ravel() for m in maps]), options_for(name, opts))
+    return s.shared([s.apply(m) for m in maps])
+
+
 def value_label(name: str, s: Scale) -> str:
     """A colour bar's label: the map's name, its unit (accuracies: %) and the scale's note."""
     return name + (" (%)" if is_accuracy(name) else "") + s.note
