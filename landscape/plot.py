@@ -372,10 +372,12 @@ def _write_vtk(path: Path, x: np.ndarray, y: np.ndarray, z: np.ma.MaskedArray, n
 
 def figures_2d(x: np.ndarray, y: np.ndarray, Z: np.ndarray, stem: str, opts: PlotOptions, xlabel: str = "",
                ylabel: str = "", title: str = "", trajectory: np.ndarray | None = None,
-               trajectory_labels: np.ndarray | None = None, centre: str | None = None) -> dict[str, Figure]:
+               trajectory_labels: np.ndarray | None = None, centre: str | None = None,
+               value_scale: Scale | None = None) -> dict[str, Figure]:
     """The contour, filled contour ('contourf'), heatmap and 3D ('3d') figures of Z[iy, ix] = f(x[ix], y[iy]),
-    unsaved: plot_2d writes them, a notebook can show them. `centre` labels a mark at (0, 0) (None: no mark)."""
-    x, y, s = np.asarray(x, dtype=float), np.asarray(y, dtype=float), scale(Z, opts)
+    unsaved: plot_2d writes them, a notebook can show them. `centre` labels a mark at (0, 0) (None: no mark);
+    `value_scale` is scale(Z, opts) where the caller has it already."""
+    x, y, s = np.asarray(x, dtype=float), np.asarray(y, dtype=float), value_scale or scale(Z, opts)
     z, label, title = s.apply(Z), value_label(stem, s), title + s.note
     levels, figs = s.levels(z, opts.levels), {}
     for kind in KINDS:
@@ -411,11 +413,10 @@ def plot_2d(x: np.ndarray, y: np.ndarray, Z: np.ndarray, out_dir: str | Path, st
             trajectory_labels: np.ndarray | None = None, centre: str | None = None) -> list[Path]:
     """figures_2d written as `out_dir/<stem>_<kind>.<fmt>`, plus `<stem>.vtk` if asked (its values named
     `log10_<stem>` when drawn on a log scale)."""
-    out_dir = Path(out_dir)
-    figs = figures_2d(x, y, Z, stem, opts, xlabel, ylabel, title, trajectory, trajectory_labels, centre)
+    out_dir, s = Path(out_dir), scale(Z, opts)
+    figs = figures_2d(x, y, Z, stem, opts, xlabel, ylabel, title, trajectory, trajectory_labels, centre, s)
     paths = [p for kind, fig in figs.items() for p in save_figure(fig, out_dir, f"{stem}_{kind}", opts)]
     if opts.vtk:
-        s = scale(Z, opts)
         paths.append(_write_vtk(out_dir / f"{stem}.vtk", x, y, s.apply(Z), f"log10_{stem}" if s.log else stem))
     return paths
 
