@@ -2,7 +2,7 @@
 recompute; with several runs, compare them: the same plot kinds side by side on one colour scale with the same
 contour levels, difference maps where the grids match, and the runs' landscape figures side by side (figures.txt;
 into plot.dir, else ./compare-A-vs-B-...).
-Every setting and its default is in conf/plot.yaml."""
+Every setting and its default is in conf/plot.yaml and conf/plot/default.yaml (plot.*)."""
 from __future__ import annotations
 
 import sys
