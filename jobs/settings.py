@@ -165,9 +165,9 @@ class RunSettings:
         return len(self.directions.seeds(self.seed))
 
 
-KEYS = {"checkpoint": ("path", "key", "strip_prefix"), "seed": None, "loss": None, "precision": None,
-        "model": None, "data": None, "directions": None, "launcher": None, "plot": None,
-        "grid": ("dims", "resolution", "range", "tile"), "run": ("dir",),
+KEYS = {"checkpoint": tuple(f.name for f in fields(CheckpointSettings)), "seed": None, "loss": None,
+        "precision": None, "model": None, "data": None, "directions": None, "launcher": None, "plot": None,
+        "grid": tuple(f.name for f in fields(GridSettings)), "run": ("dir",),
         "eval": None, "figures": None,
         "metrics": None, "hessian": None}  # None: any key (checked by its own part), or a plain value
 
