@@ -13,7 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from landscape import data, directions
 from landscape.digest import file_digest
@@ -60,11 +60,11 @@ def input_files(settings: RunSettings) -> list[Path]:
         files += pca_checkpoints(d.checkpoints)
     elif d.kind == "plane":
         files += [Path(p) for p in d.points]
-    files += data.files(settings.data.spec())
-    files += settings.model.source_files()
-    absent = [str(p) for p in files if not p.is_file()]
+    data_files = data.files(settings.data.spec())
+    files += data_files + settings.model.source_files()
+    absent = [p for p in files if not p.is_file()]
     if absent:
-        what = "data file" if Path(absent[0]) in data.files(settings.data.spec()) else "checkpoint"
+        what = "data file" if absent[0] in data_files else "checkpoint"
         raise UserError(f"{what} {absent[0]} does not exist")
     return files
 
@@ -103,34 +103,37 @@ def refusal(run_path: Path, changes: list[str]) -> UserError:
                      f"or delete {run_path} to replace it")
 
 
-def worker_reads(run: RunDir) -> list[Path]:
-    """The inputs a worker reads: the checkpoint at the origin, the data files, the model's sources and the
-    directions file (not a PCA trajectory: the directions hold it)."""
-    s = run.settings
-    return [Path(s.origin), *data.files(s.data.spec()), *s.model.source_files(), run.directions_file]
-
-
-def changed_now(run: RunDir, files: list[Path], known: Mapping[str, str] | None = None) -> list[str]:
+def changed_now(run: RunDir, files: list[Path], known: Mapping[str, str] | None = None,
+                data_files: Sequence[Path] = ()) -> list[str]:
     """Which of `files` differ now from the digests the run recorded (`known`: digests already computed while
-    reading), in words; files the run did not record are not compared, but for a data file: an image folder's
+    reading), in words; files the run did not record are not compared, but for `data_files`: an image folder's
     cache is named by its images, so a changed image means a cache the run never read."""
     recorded = {**run.saved["inputs"], str(run.directions_file): run.saved["directions"]}
     now = {str(p): (known or {}).get(str(p)) or (file_digest(p) if p.is_file() else "<missing>")
            for p in files if str(p) in recorded}
-    new = [f"{p} is new (the data changed since this run was created)" for p in data.files(run.settings.data.spec())
-           if str(p) not in recorded and p in files]
+    new = [f"{p} is new (the data changed since this run was created)" for p in data_files if str(p) not in recorded]
     return changed({p: recorded[p] for p in now}, now) + new
+
+
+def _worker_changes(run: RunDir, known: Mapping[str, str] | None = None) -> list[str]:
+    """changed_now over the inputs a worker reads: the checkpoint at the origin, the data files (listed once: an
+    image folder's are found by listing its images), the model's sources and the directions file (not a PCA
+    trajectory: the directions hold it)."""
+    s = run.settings
+    data_files = data.files(s.data.spec())
+    reads = [Path(s.origin), *data_files, *s.model.source_files(), run.directions_file]
+    return changed_now(run, reads, known, data_files)
 
 
 def stale(run: RunDir) -> list[str]:
     """What `landscape-status` says of a run whose inputs changed: the files a worker would read (the PCA
     trajectory is not hashed again here, at every status; the driver checks it on resume)."""
-    return changed_now(run, worker_reads(run))
+    return _worker_changes(run)
 
 
 def check_unchanged(run: RunDir, known: Mapping[str, str]) -> None:
     """A worker computes nothing on inputs that changed since the run recorded them (a queued array task)."""
-    changes = changed_now(run, worker_reads(run), known)
+    changes = _worker_changes(run, known)
     if changes:
         raise UserError(f"{changes[0]}: this worker computes nothing (tiles of other inputs would mix into the "
                         "run); restore it, or start a new run.dir")
