@@ -1,6 +1,8 @@
 """Small bugs a review found, each pinned by a test that failed before its fix."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -8,6 +10,8 @@ from landscape import data, directions
 from landscape.engine import Evaluator
 from landscape.engine.curvature import Hessian, HessianOptions
 from landscape.models import mlp
+from landscape.train import RESUME
+from launch import train
 
 HESSIAN = HessianOptions(params="all", tol=1e-3, max_iter=8, trace_probes=0, split="train", samples=None,
                          batch_size=None)
@@ -47,3 +51,13 @@ def test_an_overflow_recompute_leaves_the_fp32_curvature_alone():
     assert measured == len(coords) and info["hessian_points"] == len(coords)
     np.testing.assert_allclose(out["train_loss"], ref["train_loss"], rtol=1e-3)
     np.testing.assert_array_equal(out["max_eig"], ref["max_eig"])
+
+
+def test_continuing_a_training_reads_resume_pt_once(tmp_path, monkeypatch):
+    """The optimizer state and history in resume.pt are read when the continuation is planned, and used."""
+    tiny = ["model=digits_cnn", "data=digits", "eval.device=cpu", f"run.dir={tmp_path}"]
+    assert train.main([*tiny, "train.epochs=1"]) == 0
+    reads, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **kw: reads.append(Path(f).name) or load(f, *a, **kw))
+    assert train.main([*tiny, "train.epochs=2"]) == 0
+    assert reads.count(RESUME) == 1
