@@ -1,17 +1,27 @@
 """Small bugs a review found, each pinned by a test that failed before its fix."""
 from __future__ import annotations
 
+import fcntl
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from landscape import data, directions
+from conftest import REPO
+from landscape import data, directions, imagefolder
 from landscape.engine import Evaluator
 from landscape.engine.curvature import Hessian, HessianOptions
+from landscape.errors import UserError
+from landscape.images import decode
 from landscape.models import mlp
 from landscape.train import RESUME
 from launch import train
+from test_imagefolder import BUILDER, SMALL, load, make_folder
 
 HESSIAN = HessianOptions(params="all", tol=1e-3, max_iter=8, trace_probes=0, split="train", samples=None,
                          batch_size=None)
@@ -61,3 +71,66 @@ def test_continuing_a_training_reads_resume_pt_once(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", lambda f, *a, **kw: reads.append(Path(f).name) or load(f, *a, **kw))
     assert train.main([*tiny, "train.epochs=2"]) == 0
     assert reads.count(RESUME) == 1
+
+
+def _cache_leftovers(folder: Path) -> list[str]:
+    return sorted(p.name.split(".npy")[-1] for p in (folder / ".landscape-cache").glob("*.npy.*"))
+
+
+def test_a_failed_decode_leaves_no_partial_progress_nor_lock(tmp_path, monkeypatch):
+    """A corrupt image stops the build after some rows were flushed: a partial of that listing could never be
+    resumed (mending the image changes the cache's name), so nothing of the build is left but the error."""
+    folder = make_folder(tmp_path / "images")
+    (folder / "emu" / "zz.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")  # the last image
+    monkeypatch.setattr(imagefolder, "CHUNK", 3)
+    monkeypatch.setattr(imagefolder, "FLUSH_SECONDS", 0.0)
+    with pytest.raises(UserError, match="zz.jpg cannot be decoded"):
+        load(folder)
+    assert (folder / ".landscape-cache").is_dir() and _cache_leftovers(folder) == []
+    (folder / "emu" / "zz.jpg").unlink()
+    assert len(load(folder).train) == 16 and _cache_leftovers(folder) == []
+
+
+KILLED_HOLDER = textwrap.dedent("""
+    import fcntl, os, sys
+    lock = open(sys.argv[1], "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    open(sys.argv[2], "wb").write(b"half an array")
+    os.kill(os.getpid(), 9)
+""")
+
+
+def test_a_builder_killed_while_holding_the_lock_blocks_no_later_build(tmp_path):
+    """The lock is the kernel's (flock), released with its holder: its file left behind blocks nothing."""
+    folder = make_folder(tmp_path / "images")
+    cache = imagefolder.cached({"root": str(folder), **SMALL}, ("train",))[2]["train"]
+    cache.parent.mkdir()
+    lock, partial = (cache.with_name(cache.name + s) for s in (".lock", ".partial"))
+    proc = subprocess.run([sys.executable, "-c", KILLED_HOLDER, str(lock), str(partial)])
+    assert proc.returncode == -9 and lock.is_file() and partial.is_file()
+    assert len(load(folder).train) == 16 and _cache_leftovers(folder) == []
+
+
+def test_a_waiter_on_a_removed_lock_file_takes_the_new_one(tmp_path):
+    """A builder removes the lock file as it leaves; one that waited on that file then holds a lock nobody
+    else can see, so it takes the path's lock again (waiting once more while another holds the new file)."""
+    folder = make_folder(tmp_path / "images")
+    opts, lsts, caches = imagefolder.cached({"root": str(folder), **SMALL}, ("train",))
+    cache = caches["train"]
+    cache.parent.mkdir()
+    lock = cache.with_name(cache.name + ".lock")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with open(lock, "a") as old:
+        fcntl.flock(old, fcntl.LOCK_EX)
+        proc = subprocess.Popen([sys.executable, "-c", BUILDER, str(folder)], env=env, stderr=subprocess.PIPE,
+                                text=True)
+        assert "waiting for another process" in proc.stderr.readline()
+        lock.unlink()  # as a finishing builder does, while holding it
+        with open(lock, "a") as new:  # and a third process takes the path's new lock file
+            fcntl.flock(new, fcntl.LOCK_EX)
+            fcntl.flock(old, fcntl.LOCK_UN)
+            assert "waiting for another process" in proc.stderr.readline()
+            assert not cache.is_file()
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    fresh = np.stack([decode(str(folder / f), opts.transform) for f in lsts["train"].files])
+    assert np.array_equal(np.load(cache), fresh) and _cache_leftovers(folder) == []
