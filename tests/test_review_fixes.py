@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from conftest import REPO
+from conftest import REPO, cli, one_error_line
 from landscape import data, directions, imagefolder
 from landscape.engine import Evaluator
 from landscape.engine.curvature import Hessian, HessianOptions
 from landscape.errors import UserError
 from landscape.images import decode
+from landscape.spec import local_imports
 from landscape.models import mlp
 from landscape.train import RESUME
 from launch import train
@@ -134,3 +136,54 @@ def test_a_waiter_on_a_removed_lock_file_takes_the_new_one(tmp_path):
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
     fresh = np.stack([decode(str(folder / f), opts.transform) for f in lsts["train"].files])
     assert np.array_equal(np.load(cache), fresh) and _cache_leftovers(folder) == []
+
+
+OWN_NET = '''from torch import nn
+
+from zoo_review_blocks import WIDTH
+
+
+def make_net(num_classes=10):
+    return nn.Sequential(nn.Conv2d(1, WIDTH, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(WIDTH * 64, num_classes))
+'''
+
+
+def test_a_new_file_beside_a_factory_does_not_block_a_resume_an_edit_of_what_it_imports_does(tmp_path, monkeypatch):
+    """The fingerprint covers the factory's module and the modules beside it that it imports, not the folder."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "zoo_review_net.py").write_text(OWN_NET)
+    (proj / "zoo_review_blocks.py").write_text("WIDTH = 4\n")
+    monkeypatch.chdir(proj)
+    torch.manual_seed(0)
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                   torch.nn.Linear(4 * 64, 10)).state_dict(), proj / "net.pt")
+    args = ["model=custom", "model._target_=zoo_review_net.make_net", "checkpoint=net.pt", "data=digits",
+            "grid.resolution=3", "grid.tile=9", "launcher.workers=1", "run.dir=run"]
+    cli("landscape-surface", *args)
+    inputs = yaml.safe_load((proj / "run" / "run.yaml").read_text())["inputs"]
+    assert {str(proj / "zoo_review_net.py"), str(proj / "zoo_review_blocks.py")} <= set(inputs)
+    (proj / "unrelated_notes.py").write_text("print('not imported by the model')\n")
+    cli("landscape-surface", *args)
+    for edited in ("zoo_review_blocks.py", "zoo_review_net.py"):
+        (proj / edited).write_text((proj / edited).read_text() + "# edited\n")
+        proc = cli("landscape-surface", *args, check=False)
+        one_error_line(proc.returncode, proc.stderr, f"{proj / edited} changed")
+        (proj / edited).write_text((proj / edited).read_text().removesuffix("# edited\n"))
+
+
+def test_the_imports_beside_a_module_are_read_from_its_statements(tmp_path):
+    """Absolute and relative, transitive, within the folder; a module of the folder it does not import, a
+    package or a module elsewhere, is not among them."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "net.py").write_text("import os\nfrom .blocks import Block\nfrom pkg import heads\nimport pkg.init_w\n")
+    (pkg / "blocks.py").write_text("from . import acts\n")
+    for name in ("heads", "init_w", "acts", "unused"):
+        (pkg / f"{name}.py").write_text("import torch\n")
+    assert local_imports(pkg / "net.py", "pkg") == [pkg / f"{n}.py" for n in ("acts", "blocks", "heads", "init_w")]
+    (tmp_path / "top.py").write_text("import helper, numpy\nfrom helper2 import x\n")
+    (tmp_path / "helper.py").write_text("")
+    (tmp_path / "helper2.py").write_text("")
+    assert local_imports(tmp_path / "top.py", "") == [tmp_path / "helper.py", tmp_path / "helper2.py"]
