@@ -187,3 +187,15 @@ def test_the_imports_beside_a_module_are_read_from_its_statements(tmp_path):
     (tmp_path / "helper.py").write_text("")
     (tmp_path / "helper2.py").write_text("")
     assert local_imports(tmp_path / "top.py", "") == [tmp_path / "helper.py", tmp_path / "helper2.py"]
+
+
+def test_a_setting_of_another_kind_of_directions_says_so(tmp_path):
+    """directions.planes exists, for directions=random: the message says that, not a near spelling."""
+    args = ["directions=plane", "directions.points=[a.pt,b.pt]", "checkpoint=c.pt", f"run.dir={tmp_path / 'r'}"]
+    proc = cli("landscape-surface", *args, "directions.planes=3", check=False)
+    line = one_error_line(proc.returncode, proc.stderr, "directions.planes is a setting of directions=random, "
+                          "not of directions=plane (which takes directions.points, directions.orthogonalize, "
+                          "directions.norm, directions.ignore)")
+    assert "did you mean" not in line
+    proc = cli("landscape-surface", *args, "directions.pointz=3", check=False)
+    one_error_line(proc.returncode, proc.stderr, "unknown setting directions.pointz (did you mean directions.points?)")
