@@ -199,3 +199,13 @@ def test_a_setting_of_another_kind_of_directions_says_so(tmp_path):
     assert "did you mean" not in line
     proc = cli("landscape-surface", *args, "directions.pointz=3", check=False)
     one_error_line(proc.returncode, proc.stderr, "unknown setting directions.pointz (did you mean directions.points?)")
+
+
+def test_comparing_a_run_with_itself_is_one_line_naming_it(tmp_path, monkeypatch):
+    """Before anything is read: the same run twice, however spelled, is a slip, not a comparison."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "A").mkdir()
+    for twice in (["A", "A"], ["A", "./A/", str(tmp_path / "B"), str(tmp_path / "A")]):
+        proc = cli("landscape-plot", *twice, check=False)
+        one_error_line(proc.returncode, proc.stderr, f"run {tmp_path / 'A'} is given twice: a comparison needs "
+                       "different runs (landscape-plot A alone redraws its plots)")
