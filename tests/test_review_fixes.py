@@ -209,3 +209,12 @@ def test_comparing_a_run_with_itself_is_one_line_naming_it(tmp_path, monkeypatch
         proc = cli("landscape-plot", *twice, check=False)
         one_error_line(proc.returncode, proc.stderr, f"run {tmp_path / 'A'} is given twice: a comparison needs "
                        "different runs (landscape-plot A alone redraws its plots)")
+
+
+@pytest.mark.parametrize("command, typo, meant", [("landscape-stats", "--jsn", "--json"),
+                                                  ("landscape-surface", "--hlp", "--help"),
+                                                  ("landscape-plot", "-help", "--help")])
+def test_a_misspelled_option_is_one_line_with_the_option_meant(tmp_path, command, typo, meant):
+    """Checked before any argument is read (the run directory need not exist)."""
+    proc = cli(command, str(tmp_path / "A"), typo, check=False)
+    one_error_line(proc.returncode, proc.stderr, f"unknown option {typo} (did you mean {meant}?)")
