@@ -22,7 +22,7 @@ from landscape.images import decode
 from landscape.spec import local_imports
 from landscape.models import mlp
 from landscape.train import RESUME
-from launch import train
+from launch import backends, surface, train
 from test_imagefolder import BUILDER, SMALL, load, make_folder
 
 HESSIAN = HessianOptions(params="all", tol=1e-3, max_iter=8, trace_probes=0, split="train", samples=None,
@@ -218,3 +218,23 @@ def test_a_misspelled_option_is_one_line_with_the_option_meant(tmp_path, command
     """Checked before any argument is read (the run directory need not exist)."""
     proc = cli(command, str(tmp_path / "A"), typo, check=False)
     one_error_line(proc.returncode, proc.stderr, f"unknown option {typo} (did you mean {meant}?)")
+
+
+def test_the_backends_that_compute_elsewhere_are_the_schedulers():
+    assert {n for n in backends.names() if backends.get(n).elsewhere} == {"slurm", "pbs"}
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "pbs"])
+def test_a_dry_run_of_a_backend_computing_elsewhere_warns_of_a_node_local_run_dir(base_args, tmp_path, launcher,
+                                                                                   monkeypatch, capsys):
+    """One check in the driver, by capability: the dry run warns as the submission does, of the run directory
+    the user named (not the dry run's scratch folder)."""
+    monkeypatch.delenv("LANDSCAPE_SINGLE_NODE", raising=False)
+    run = tmp_path / "R"
+    args = [*base_args, "grid.resolution=3", f"launcher={launcher}", "launcher.max_array_size=10",
+            "launcher.dry_run=true", f"run.dir={run}"]
+    assert surface.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {run.resolve()} looks node-local" in out and "dry run: nothing written" in out
+    assert surface.main([*args[:3], "launcher=local", "launcher.dry_run=true", f"run.dir={run}"]) == 0
+    assert "node-local" not in capsys.readouterr().out
