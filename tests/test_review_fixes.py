@@ -2,27 +2,30 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
 import yaml
 
 from conftest import REPO, cli, one_error_line
-from landscape import data, directions, imagefolder
+from landscape import data, directions, figures, imagefolder
 from landscape.engine import Evaluator
 from landscape.engine.curvature import Hessian, HessianOptions
 from landscape.errors import UserError
+from landscape.figures import mean_std
 from landscape.images import decode
 from landscape.spec import local_imports
 from landscape.models import mlp
 from landscape.train import RESUME
-from launch import backends, surface, train
+from launch import backends, stats, surface, train
 from test_imagefolder import BUILDER, SMALL, load, make_folder
 
 HESSIAN = HessianOptions(params="all", tol=1e-3, max_iter=8, trace_probes=0, split="train", samples=None,
@@ -238,3 +241,31 @@ def test_a_dry_run_of_a_backend_computing_elsewhere_warns_of_a_node_local_run_di
     assert f"warning: {run.resolve()} looks node-local" in out and "dry run: nothing written" in out
     assert surface.main([*args[:3], "launcher=local", "launcher.dry_run=true", f"run.dir={run}"]) == 0
     assert "node-local" not in capsys.readouterr().out
+
+
+def test_identical_values_over_planes_have_no_spread_and_their_own_mean():
+    """Round-off made a spread of 1e-16 out of identical values (a centre loss, the same on every plane)."""
+    for v in (0.1, 0.7, 2.3025850929940455):
+        mean, std = mean_std(np.full((3, 2), v))
+        assert (mean == v).all() and (std == 0).all()
+    planes = np.array([[1.0, np.nan], [3.0, 2.0]])
+    mean, std = mean_std(planes)
+    assert mean[0] == 2.0 and std[0] == pytest.approx(np.sqrt(2)) and np.isnan(mean[1]) and np.isnan(std[1])
+
+
+def test_one_planes_spread_is_undefined_not_zero(tmp_path, monkeypatch):
+    """A sample standard deviation needs two planes: null in landscape-stats --json, NaN in the file."""
+    x = np.linspace(-1, 1, 5)
+    z = x[None, :] ** 2 + x[:, None] ** 2 + 0.1
+    path = tmp_path / "surface.h5"
+    with h5py.File(path, "w") as f:
+        f["xcoordinates"], f["ycoordinates"], f["train_loss"] = x, x, z
+        f["done"] = np.ones_like(z, dtype=bool)
+    rows = figures.rows(path)
+    assert rows and all(r["std"] is None and r["planes"] == 1 for r in rows)
+    assert np.isnan(mean_std(np.ones((1, 3)))[1]).all()
+    assert "+-" not in figures.table(rows)
+    monkeypatch.setattr(stats, "run_rows", lambda run: figures.rows(path))  # a surface file without its run
+    out = json.loads(cli("landscape-stats", "R", "--json").stdout, parse_constant=pytest.fail)  # no NaN: JSON
+    centre = next(r for r in out if r["figure"] == "centre_loss")
+    assert centre["std"] is None and centre["mean"] == pytest.approx(0.1)
