@@ -21,7 +21,7 @@ from landscape.errors import UserError, whole_number
 from landscape.figures import FigureOptions, figure_options
 from landscape.grid import Grid, make_grid, make_tiling
 from landscape.plot import PlotOptions
-from landscape.spec import importable
+from landscape.spec import importable, local_imports
 
 RUN_FORMAT = 3  # run.yaml's layout and fingerprint recipe; a run of another format is refused with one line
 DEFAULT_RANGE = {"random": [-1.0, 1.0], "line": [0.0, 1.0]}  # line: past a=1 BN variances extrapolate below 0
@@ -101,8 +101,9 @@ class ModelSettings:
         return {**self.values(), "path": list(self.path)}
 
     def source_files(self) -> list[Path]:
-        """The code of a factory outside this package: its module file and the `.py` files beside it (what it
-        most likely imports); code elsewhere that it imports is not covered (README)."""
+        """The code of a factory outside this package: its module file and the `.py` files beside it that it
+        imports (a new unrelated file there changes nothing); code elsewhere that it imports is not covered
+        (README)."""
         if self.target.startswith("landscape."):
             return []
         importable(self.path)
@@ -114,7 +115,7 @@ class ModelSettings:
             raise UserError(f"model._target_ {self.target}: cannot find the module it names; check its spelling, "
                             "and start the command in the module's folder or give model.path=FOLDER")
         module = Path(spec.origin).resolve()
-        return [module] + sorted(p for p in module.parent.glob("*.py") if p != module)
+        return [module, *local_imports(module, spec.parent)]
 
 
 @dataclass(frozen=True)

@@ -141,10 +141,12 @@ def over_planes(x: np.ndarray, y: np.ndarray | None, planes: np.ndarray, opts: F
 
 
 def mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sample standard deviation over axis 0 (the planes); a std of 0 for one plane."""
+    """Mean and sample standard deviation over axis 0 (the planes), of the values less the first plane's (no
+    round-off spread for identical values, such as the centre loss); the std of one plane is NaN, undefined."""
     values = np.asarray(values, dtype=np.float64)
-    std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1:])
-    return values.mean(axis=0), std
+    shifted = values - values[0]
+    std = shifted.std(axis=0, ddof=1) if len(values) > 1 else np.full(values.shape[1:], np.nan)
+    return values[0] + shifted.mean(axis=0), std
 
 
 def surface_figures(x: np.ndarray, y: np.ndarray | None, losses: Mapping[str, np.ndarray], opts: FigureOptions,
@@ -192,14 +194,15 @@ def read(path: str | Path, opts: FigureOptions | None = None) -> dict[str, dict[
 
 
 def rows(path: str | Path, label: str = "", opts: FigureOptions | None = None) -> list[dict[str, Any]]:
-    """One row per loss and figure: `run`, `loss`, `figure`, `mean`, `std`, `planes`, `values` (per plane),
-    the table `landscape-stats` prints and a comparison shows beside its plots."""
+    """One row per loss and figure: `run`, `loss`, `figure`, `mean`, `std` (None for one plane), `planes`,
+    `values` (per plane), the table `landscape-stats` prints and a comparison shows beside its plots."""
     out = []
     for key, figs in read(path, opts).items():
         for name, values in figs.items():
             mean, std = mean_std(values)
             out.append({"run": label or str(path), "loss": key, "figure": name, "mean": float(mean),
-                        "std": float(std), "planes": len(values), "values": [float(v) for v in values]})
+                        "std": float(std) if len(values) > 1 else None, "planes": len(values),
+                        "values": [float(v) for v in values]})
     return out
 
 

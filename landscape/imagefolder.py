@@ -5,7 +5,7 @@ A folder is one split and every image in it is evaluated; a root holding `train/
 and test splits. The cache is named by the folder's file list, sizes and mtimes and the resize/crop (not the
 mean/std, applied on the device), so a changed image means a new cache, never a stale one. One process builds
 it under a file lock while others wait; rows are flushed with a progress count, so a killed build resumes;
-the finished array is renamed into place last.
+the finished array is renamed into place last. A bad image leaves no partial array behind.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -282,9 +283,35 @@ def _decode_into(arr: np.ndarray, lst: Listing, opts: Options, done: int, progre
         show(done)
 
 
+@contextmanager
+def _lock(path: Path, what: str) -> Iterator[None]:
+    """Hold the file lock `path` (the kernel's: a killed holder's file blocks nothing), removing the file on the
+    way out. A waiter may then hold the lock of a removed file, which nobody else sees: it takes the path's
+    lock again."""
+    while True:
+        lock = open(path, "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process {what}", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(lock.fileno()), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        lock.close()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while held: a waiter on it sees it gone
+        lock.close()
+
+
 def build(lst: Listing, opts: Options) -> Path:
     """The cache of one listing, decoded here unless it exists; concurrent builders wait on a file lock, and one
-    killed mid-way leaves rows and a count that the next build resumes from."""
+    killed mid-way leaves rows and a count that the next build resumes from. A bad image leaves nothing: the
+    cache of a listing with it can never be finished (mending it makes another listing)."""
     path = cache_file(lst, opts)
     if path.is_file():
         return path
@@ -298,17 +325,17 @@ def build(lst: Listing, opts: Options) -> Path:
     pool = multiprocessing.get_context("fork").Pool(opts.workers) if opts.workers > 1 and len(lst.files) > CHUNK \
         else None
     try:
-        with open(path.with_name(path.name + ".lock"), "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                print(f"waiting for another process decoding {lst.folder} into {path}", file=sys.stderr, flush=True)
-                fcntl.flock(lock, fcntl.LOCK_EX)
+        with _lock(path.with_name(path.name + ".lock"), f"decoding {lst.folder} into {path}"):
             if path.is_file():  # the other process finished it
                 return path
             partial, progress = path.with_name(path.name + ".partial"), path.with_name(path.name + ".progress")
             arr, done = _resumed(partial, progress, shp)
-            _decode_into(arr, lst, opts, done, progress, pool)
+            try:
+                _decode_into(arr, lst, opts, done, progress, pool)
+            except UserError:
+                partial.unlink()
+                progress.unlink(missing_ok=True)
+                raise
             del arr
             _write_meta(path, lst, opts)
             partial.replace(path)

@@ -1,7 +1,9 @@
 """Build objects from `{_target_: "pkg.mod.factory", **kwargs}` specs without Hydra (compute nodes)."""
+import ast
 import importlib
 import sys
-from typing import Any, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
 
 from .errors import UserError
 
@@ -36,3 +38,39 @@ def instantiate(spec: Mapping[str, Any], **extra: Any) -> Any:
         return locate(spec["_target_"])(**kwargs, **extra)
     except (TypeError, ValueError) as err:
         raise UserError(f"cannot build {spec['_target_']} with {kwargs}: {err}") from err
+
+
+def local_imports(module: Path, package: str) -> list[Path]:
+    """The `.py` files beside `module` (of `package`, "" at the top level) that it imports, and those that they
+    import, read from their import statements: what its values may depend on in its folder, not the folder's
+    other files. An import by `importlib` or `exec` is not seen; nor are packages and modules elsewhere."""
+    found: set[Path] = set()
+    todo = [module]
+    while todo:
+        for name in _imported_names(todo.pop(), package):
+            path = module.parent / f"{name}.py"
+            if path != module and path not in found and path.is_file():
+                found.add(path)
+                todo.append(path)
+    return sorted(found)
+
+
+def _imported_names(path: Path, package: str) -> Iterator[str]:
+    """The names a module's imports may give to modules of its own folder (its package, or the top level)."""
+    try:
+        tree = ast.parse(path.read_bytes(), str(path))
+    except (SyntaxError, ValueError):  # importing it fails, with Python's own message
+        return
+    own = f"{package}." if package else ""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level <= 1:  # absolute, or relative to its own folder
+            base = ".".join(filter(None, [package, node.module])) if node.level else node.module or ""
+            names = [base] if node.module else []
+            names += [f"{base}.{alias.name}" if base else alias.name for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name.startswith(own):
+                yield name[len(own):].partition(".")[0]

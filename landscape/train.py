@@ -87,22 +87,33 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1, np.uint64)[0])
 
 
-def resume_point(out_dir: str | Path) -> int | None:
+@dataclass(frozen=True)
+class Resume:
+    """Where a training starts: after epoch `epoch` with the optimizer state and history of `resume.pt`, or
+    (FRESH) from the model's own weights."""
+
+    epoch: int
+    optimizer: dict[str, Any] | None
+    history: tuple[dict, ...]
+
+
+FRESH = Resume(0, None, ())
+
+
+def resume_point(out_dir: str | Path) -> Resume | None:
     """The last complete epoch a training in `out_dir` can continue from (its checkpoint and `resume.pt`
-    both saved), or None."""
+    both saved), read once, or None."""
     out_dir = Path(out_dir)
     if not (out_dir / RESUME).is_file():
         return None
-    epoch = _read_resume(out_dir)["epoch"]
-    return epoch if (out_dir / f"epoch_{epoch:03d}.pt").is_file() else None
-
-
-def _read_resume(out_dir: Path) -> dict[str, Any]:
     try:
-        return torch.load(out_dir / RESUME, map_location="cpu", weights_only=True)
+        saved = torch.load(out_dir / RESUME, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
         raise UserError(f"{out_dir / RESUME} cannot be read ({first_line(err, 200)}): "
                         "train.overwrite=true trains again") from err
+    epoch = saved["epoch"]
+    done = (out_dir / f"epoch_{epoch:03d}.pt").is_file()
+    return Resume(epoch, saved["optimizer"], tuple(saved["history"])) if done else None
 
 
 def _save(obj: dict[str, Any], path: Path) -> None:
@@ -130,10 +141,10 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, split: Split, cfg
 
 
 def train(model: nn.Module, data: Data, cfg: TrainConfig, out_dir: str | Path,
-          device: str | torch.device = "cpu", log=print, start: int = 0) -> list[dict]:
+          device: str | torch.device = "cpu", log=print, start: Resume = FRESH) -> list[dict]:
     """Train and write `epoch_000.pt` (initial weights) ... `epoch_{E:03d}.pt` and `last.pt` (its presence
-    means finished); `start` > 0 (a `resume_point`) continues after that epoch from its checkpoint and
-    `resume.pt` instead of from `model`'s weights. Returns the history of every epoch."""
+    means finished); `start` after an epoch > 0 (a `resume_point`) continues from that epoch's checkpoint
+    and its optimizer state instead of from `model`'s weights. Returns the history of every epoch."""
     check_data(model, data, cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -141,13 +152,11 @@ def train(model: nn.Module, data: Data, cfg: TrainConfig, out_dir: str | Path,
     train_split, test_split = data.train.to(device), data.test.to(device)
     classify = data.num_classes > 0
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    history: list[dict] = []
-    if start:
-        model.load_state_dict(load_state(out_dir / f"epoch_{start:03d}.pt"))
-        saved = _read_resume(out_dir)
-        opt.load_state_dict(saved["optimizer"])
-        history = saved["history"]
-    for epoch in range(start + 1 if start else 0, cfg.epochs + 1):
+    history = list(start.history)
+    if start.epoch:
+        model.load_state_dict(load_state(out_dir / f"epoch_{start.epoch:03d}.pt"))
+        opt.load_state_dict(start.optimizer)
+    for epoch in range(start.epoch + 1 if start.epoch else 0, cfg.epochs + 1):
         if epoch > 0:
             _train_epoch(model, opt, train_split, cfg, epoch, classify)
         tr_loss, tr_acc = evaluate_split(model, train_split, cfg.loss, classify)

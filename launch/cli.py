@@ -1,6 +1,7 @@
 """What every command shares: argv handling, `--help`, and turning bad input or Ctrl-C into one clear line."""
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import select
@@ -21,6 +22,8 @@ Main = Callable[[list[str]], "int | None"]
 
 # The conf/ file each command composes; landscape-status composes none (it takes a run directory only).
 CONFIGS = {"launch.surface": "surface", "launch.plots": "plot", "launch.train": "train"}
+# Options beside -h/--help, per command; any other argument starting with '-' is refused with the one meant.
+OPTIONS = {"launch.stats": ("--json",)}
 
 
 def usage(doc: str, conf: str | None) -> str:
@@ -41,12 +44,13 @@ def user_errors(main: Main) -> Callable[[list[str] | None], int]:
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
         args = list(sys.argv[1:] if argv is None else argv)
+        module = sys.modules[main.__module__]  # `python -m launch.surface`: __main__, spec launch.surface
+        name = module.__spec__.name if module.__spec__ else module.__name__
         try:
             if any(a in HELP_FLAGS for a in args):
-                module = sys.modules[main.__module__]  # `python -m launch.surface`: __main__, spec launch.surface
-                name = module.__spec__.name if module.__spec__ else module.__name__
                 print(usage(module.__doc__ or "", CONFIGS.get(name)))
                 return _flushed(0)
+            check_options(args, (*OPTIONS.get(name, ()), *HELP_FLAGS))
             return _flushed(main(args) or 0)
         except BrokenPipeError:
             if not _stdout_reader_gone():  # another pipe (a worker's): a real error
@@ -60,6 +64,16 @@ def user_errors(main: Main) -> Callable[[list[str] | None], int]:
             print("interrupted" + (f": {err}" if str(err) else ""), file=sys.stderr)
             return 130
     return wrapper
+
+
+def check_options(args: list[str], known: tuple[str, ...]) -> None:
+    """A UserError for the first argument that looks like an option (`-x`, `--xyz`, no `=`) but is none of
+    `known`, naming the closest one."""
+    for arg in args:
+        if arg.startswith("-") and "=" not in arg and arg not in known:
+            close = difflib.get_close_matches(arg, known, n=1)
+            raise UserError(f"unknown option {arg}" + (f" (did you mean {close[0]}?)" if close else "")
+                            + f": the options are {', '.join(known)}")
 
 
 def _flushed(rc: int) -> int:

@@ -136,14 +136,36 @@ def _unknown_key(name: str, overrides: list[str], err: Exception) -> str | None:
     groups = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0] and o.split("=", 1)[0] != key]
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            known = list(_flatten(OmegaConf.to_container(compose(config_name=name, overrides=groups))))
+            cfg = compose(config_name=name, overrides=groups, return_hydra_config=True)
+        choices = dict(cfg.hydra.runtime.choices)
+        known = [k for k in _flatten(OmegaConf.to_container(cfg)) if not k.startswith("hydra.")]
     except (HydraException, OmegaConfBaseException):
-        known = []
+        known, choices = [], {}
+    elsewhere = _other_choice(key, choices)
+    if elsewhere:
+        return elsewhere
     known += sorted({k.rsplit(".", n)[0] for k in known for n in range(1, k.count(".") + 1)})  # groups too
     close = difflib.get_close_matches(key, known, n=1)
     return (f"unknown setting {key}" + (f" (did you mean {close[0]}?)" if close else "")
             + f": every key and its default is in conf/{name}.yaml and conf/<group>/ (+model.KEY=... passes a new "
             "keyword to a model's factory)")
+
+
+def _other_choice(key: str, choices: dict[str, Any]) -> str | None:
+    """For a key of another choice of its group (directions.planes under directions=plane): which choices take
+    it, and the keys that set this choice apart."""
+    group, _, rest = key.partition(".")
+    if not rest or choices.get(group) is None or not (CONF_DIR / group).is_dir():
+        return None
+    keys = {p.stem: list(_flatten(OmegaConf.to_container(OmegaConf.load(p))))
+            for p in (CONF_DIR / group).glob("*.yaml")}
+    owners = sorted(choice for choice, ks in keys.items() if rest in ks)
+    if not owners:
+        return None
+    chosen = choices[group]
+    own = [f"{group}.{k}" for k in keys[chosen] if not all(k in ks for ks in keys.values())]
+    takes = f"which takes {', '.join(own)}" if 0 < len(own) <= 6 else f"its settings: conf/{group}/{chosen}.yaml"
+    return f"{key} is a setting of {' or '.join(f'{group}={c}' for c in owners)}, not of {group}={chosen} ({takes})"
 
 
 def _missing_keys(cfg, prefix: str = "") -> list[str]:

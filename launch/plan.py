@@ -44,7 +44,9 @@ def dry_run(cfg: dict[str, Any], overrides: list[str], launcher: Launcher) -> in
     """`launcher.dry_run=true`: plan and calibrate without writing into run.dir; a new run is set up in a
     temporary folder, removed afterwards, so the next dry run may try other settings on the same run.dir."""
     with tempfile.TemporaryDirectory(prefix="landscape-dry-run-") as scratch:
-        run = prepare(cfg, overrides, workers_here=launcher.backend.workers_here, scratch=Path(scratch))
+        backend = launcher.backend
+        run = prepare(cfg, overrides, workers_here=backend.workers_here, elsewhere=backend.elsewhere,
+                      scratch=Path(scratch))
         print(describe(run, [t.id for t in run.missing()], launcher, Path(scratch) / "cache"))
     print("dry run: nothing written")
     return 0

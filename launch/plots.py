@@ -72,6 +72,18 @@ def compare(runs: list[RunDir], opts: PlotOptions) -> tuple[list[Path], list[str
     return [*done.paths, table], done.notes
 
 
+def _distinct_runs(dirs: list[str]) -> list[RunDir]:
+    """The runs of a comparison, refused where one is given twice (however spelled): a slip, not a comparison."""
+    first: dict[Path, str] = {}
+    for d in dirs:
+        real = Path(d).resolve()
+        if real in first:
+            raise UserError(f"run {Path(first[real]).absolute()} is given twice: a comparison needs different runs "
+                            f"(landscape-plot {first[real]} alone redraws its plots)")
+        first[real] = d
+    return [RunDir(Path(d).absolute()) for d in dirs]
+
+
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:
     """Leading run directories, then the key=value overrides."""
     n = next((i for i, a in enumerate(argv) if "=" in a or a.startswith("-")), len(argv))
@@ -85,7 +97,7 @@ def main(argv: list[str]) -> int:
     cfg = config.load("plot", absolute_paths(run_dir + overrides))
     opts = plot_options(cfg["plot"])
     if len(dirs) > 1:
-        runs = [RunDir(Path(d).absolute()) for d in dirs]
+        runs = _distinct_runs(dirs)
         paths, notes = compare(runs, opts)
         print(f"comparison {compare_dir(runs, opts)}: {', '.join(p.name for p in paths)}")
         print(paths[-1].read_text().rstrip())

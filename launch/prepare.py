@@ -133,6 +133,14 @@ def check_device_here(s: RunSettings, workers_here: bool, log: Log) -> None:
             log(f"warning: {note}")
 
 
+def warn_if_node_local(path: Path, log: Log) -> None:
+    """Tiles computed on other machines: a run directory under /tmp is very likely node-local."""
+    path = path.resolve()
+    if str(path).startswith(("/tmp/", "/var/tmp/", "/dev/shm/")) and not os.environ.get("LANDSCAPE_SINGLE_NODE"):
+        log(f"warning: {path} looks node-local; compute nodes must see the run directory, the logs and the "
+            "Python environment on a shared filesystem (set LANDSCAPE_SINGLE_NODE=1 to silence this)")
+
+
 def reopen(run: RunDir, s: RunSettings, key: str, digests: dict[str, str], overrides: list[str], cfg: dict,
            dry_run: bool) -> RunDir:
     """An existing run of the same values on the same inputs; run.yaml refreshed to the new way of running
@@ -194,9 +202,10 @@ def read_inputs(s: RunSettings) -> Read:
     return Read(model, state, start, inputs.digests(files, {str(Path(k)): v for k, v in known.items()}), points)
 
 
-def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = True, log: Log = print,
-            scratch: Path | None = None) -> RunDir:
-    """The run directory for `cfg`: reopened if it holds the same key, else created.
+def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = True, elsewhere: bool = False,
+            log: Log = print, scratch: Path | None = None) -> RunDir:
+    """The run directory for `cfg`: reopened if it holds the same key, else created. `workers_here`,
+    `elsewhere`: the backend's capabilities (`launch.backends.Backend`).
 
     `scratch` (a dry run): nothing is written into run.dir; a new run is set up in `scratch` instead.
     """
@@ -211,6 +220,8 @@ def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = T
         raise
     key = inputs.key(s, read.digests)
     run = RunDir(run_path(s, key))
+    if elsewhere:
+        warn_if_node_local(run.path, log)
     if run.config_file.is_file():
         cfg = same_files_as_saved(cfg, run.config)
         s = parse(cfg)

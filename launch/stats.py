@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,16 @@ def run_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     return figures.rows(run.surface_file, str(run.path), settings.figures)
 
 
+def _defined(value: Any) -> Any:
+    """`value` with every number that is not finite (a figure undefined on a plane: NaN) as None: JSON has no
+    NaN, and null says undefined."""
+    if isinstance(value, dict):
+        return {k: _defined(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_defined(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 @user_errors
 def main(argv: list[str]) -> int:
     as_json = "--json" in argv
@@ -31,7 +42,7 @@ def main(argv: list[str]) -> int:
     if not runs:
         raise UserError("landscape-stats takes one or more run directories (landscape-stats RUN [RUN ...] [--json])")
     rows = [row for run in runs for row in run_rows(run)]
-    print(json.dumps(rows, indent=1) if as_json else figures.table(rows))
+    print(json.dumps(_defined(rows), indent=1, allow_nan=False) if as_json else figures.table(rows))
     return 0
 
 

@@ -48,7 +48,7 @@ def drive(cfg: dict[str, Any], overrides: list[str], launcher: backends.Launcher
     opts = plot_options(cfg["plot"])
     if launcher.settings.dry_run:
         return dry_run(cfg, overrides, launcher)
-    run = prepare(cfg, overrides, workers_here=backend.workers_here)
+    run = prepare(cfg, overrides, workers_here=backend.workers_here, elsewhere=backend.elsewhere)
     todo = [t.id for t in run.missing()]
     total = len(run.tiles)
     print(f"run {run.path}: {total - len(todo)}/{total} tiles done, {len(todo)} to compute "

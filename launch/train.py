@@ -20,7 +20,7 @@ from landscape.engine import check_model
 from landscape.errors import UserError
 from landscape.hardware import check_device, pick_device
 from landscape.spec import instantiate
-from landscape.train import RESUME, TrainConfig, check_data, resume_point, train
+from landscape.train import FRESH, RESUME, Resume, TrainConfig, check_data, resume_point, train
 
 from jobs import inputs
 from . import config
@@ -63,13 +63,13 @@ def _data_changed(out: Path, cfg: dict[str, Any]) -> list[str]:
     return inputs.changed((_saved(out) or {}).get("data_files") or {}, inputs.digests(data.files(cfg["data"]), {}))
 
 
-def start_epoch(out: Path, cfg: dict[str, Any], epochs: int) -> int | None:
-    """Where this training starts in `out`: None, it is finished there; 0, from the initial weights (what is
-    there goes); k, after epoch k of the training there (the same settings but train.epochs, or the same
+def start_epoch(out: Path, cfg: dict[str, Any], epochs: int) -> Resume | None:
+    """Where this training starts in `out`: None, it is finished there; FRESH, from the initial weights (what
+    is there goes); after epoch k of the training there (the same settings but train.epochs, or the same
     training interrupted). A UserError if `out` holds checkpoints that this training cannot continue."""
     ckpts = out / "checkpoints"
     if cfg["train"].get("overwrite") or not _written(ckpts):
-        return 0
+        return FRESH
     diffs = _differences(out, cfg)
     if diffs is None:
         _refuse(ckpts, "a training of unknown configuration (no train.yaml)")
@@ -84,11 +84,11 @@ def start_epoch(out: Path, cfg: dict[str, Any], epochs: int) -> int | None:
         _refuse(ckpts, f"another training ({'; '.join(diffs)}) without the optimizer state ({RESUME}) to continue it")
     if not diffs and (ckpts / "last.pt").is_file():
         return None
-    if done is not None and done > epochs:
-        raise UserError(f"{ckpts} holds {done} trained epochs, more than train.epochs={epochs}: use "
-                        f"train.epochs={done} or more to continue it, train.overwrite=true to train anew, "
+    if done is not None and done.epoch > epochs:
+        raise UserError(f"{ckpts} holds {done.epoch} trained epochs, more than train.epochs={epochs}: use "
+                        f"train.epochs={done.epoch} or more to continue it, train.overwrite=true to train anew, "
                         "or choose another run.dir")
-    return done or 0  # an interrupted training without a complete epoch starts again: nothing is lost
+    return done if done and done.epoch else FRESH  # without a complete epoch it starts again: nothing is lost
 
 
 def _refuse(ckpts: Path, what: str) -> NoReturn:
@@ -140,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {err}; landscape-surface refuses such a model")
     device = pick_device(cfg["eval"]["device"])
     check_data(model, dataset, tc)
-    note = _schedule_note(out, cfg, tc) if start else ""
-    ckpts = _start(out, cfg, start)
-    what = f"from {ckpts / f'epoch_{start:03d}.pt'} to epoch {tc.epochs}" if start else f"{tc.epochs} epochs"
+    first = start.epoch
+    note = _schedule_note(out, cfg, tc) if first else ""
+    ckpts = _start(out, cfg, first)
+    what = f"from {ckpts / f'epoch_{first:03d}.pt'} to epoch {tc.epochs}" if first else f"{tc.epochs} epochs"
     print(f"{note}training {cfg['model']['name']} {what} on {cfg['data']['name']} "
           f"({len(dataset.train)} samples) on {device}")
     last = train(model, dataset, tc, ckpts, device, start=start)[-1]

@@ -109,6 +109,8 @@ def test_options_as_one_value_or_as_keywords(digits):
 class Confidence:
     """A new metric, one part: the mean top softmax probability per point and split."""
 
+    fp32 = False
+
     def reduce(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return out.float().softmax(-1).amax(-1).sum(1, keepdim=True)
 
@@ -136,6 +138,8 @@ def test_a_new_metric_is_one_part(digits, kw):
 
 class GradientNorm:
     """A metric beyond sums of outputs (as curvature is): the norm of the train loss's gradient per point."""
+
+    fp32 = True
 
     def measure(self, forward: Forward) -> dict[str, torch.Tensor]:
         params = list(forward.model.parameters())

@@ -84,8 +84,9 @@ def test_replaced_directions_file_is_refused_by_driver_and_worker(base_args, tmp
 @pytest.mark.parametrize("edited", ["factory", "helper beside it"])
 def test_edited_model_source_is_refused_and_named(custom, tmp_path, capsys, edited):
     source, args = custom
-    helper = source.with_name("helper_mod.py")  # a module beside the factory's, as a helper it imports
+    helper = source.with_name("helper_mod.py")  # a module beside the factory's, a helper it imports
     helper.write_text("ACT = 'ReLU'\n")
+    source.write_text(f"import helper_mod  # noqa: F401\n{source.read_text()}")
     run = tmp_path / "run"
     rc, out, err = _surface(capsys, *args, f"run.dir={run}")
     assert rc == 0, err

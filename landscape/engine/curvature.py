@@ -160,6 +160,8 @@ class Hessian:
     """The metric `hessian`: `max_eig`, `min_eig` (Li et al.'s names), their residuals, Lanczos' iterations,
     and with trace probes `trace` and `trace_stderr`, per point, over one split (or a seeded subset of it)."""
 
+    fp32 = True  # products on the fp32 model whatever eval.precision: an overflow recompute leaves them
+
     def __init__(self, options: HessianOptions, loss: str, classify: bool, names: Sequence[str], seed: int):
         check_loss(loss)
         if not names:

@@ -135,14 +135,19 @@ class Evaluator:
         the values of any further metrics."""
         coords = np.atleast_2d(np.asarray(coords, dtype=np.float64))
         k = min(self.options.precision_check, len(coords)) if self.parts.dtype is not None else 0
+        lowp = [m for m in self.metrics if not m.fp32]  # in the run's precision: an overflow redoes these only
         with torch.inference_mode(), backend_flags(self.precision):
-            values = measure(self.metrics, self.runner.forward(coords))
+            forward = self.runner.forward(coords)
+            values = measure(lowp, forward)
+            lowp_keys = list(values)
+            values |= measure([m for m in self.metrics if m.fp32], forward)
             check = compare(self.runner, self.metrics[0], coords[:k]) if k else None
             host = torch.stack([v.double() for v in values.values()]).cpu().numpy()  # the one host sync
             out = {key: host[i] for i, key in enumerate(values)}
             info = compared(check.cpu().numpy()) if check is not None else {}
             if self.parts.dtype is not None:
-                info |= recompute_nonfinite(self.runner, self.metrics, coords, out, self.precision)
+                redo = {key: out[key] for key in lowp_keys}
+                info |= recompute_nonfinite(self.runner, lowp, coords, redo, self.precision)
         self.last_info = info | {k: v for m in self.metrics for k, v in getattr(m, "last_info", {}).items()}
         return out
 

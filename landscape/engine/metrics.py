@@ -7,7 +7,8 @@ the engine's path: loop or vmap, compiled, CUDA graph, streamed) and sums `reduc
 `forward.each_point()` moves `forward.model` to each point in turn for metrics that need more than
 outputs (gradients, curvature), with `forward.batches(split)`. A new metric is a new class here (or
 anywhere), passed to `Evaluator(metrics=...)`; a `last_info` dict of scalars on it (its cost, say) goes
-into the tile's attributes (`curvature.Hessian`).
+into the tile's attributes (`curvature.Hessian`). Its `fp32` says whether it computes in fp32 whatever the
+run's precision (on `forward.model`): a bf16/fp16 overflow is recomputed in fp32 for the other metrics only.
 """
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ class Forward(Protocol):
 
 
 class Metric(Protocol):
+    fp32: bool  # True: computed in fp32 whatever eval.precision (on `forward.model`), never recomputed
+
     def measure(self, forward: Forward) -> dict[str, torch.Tensor]:
         """Per-point values, each (N,) on the device, named `{split}_{what}`."""
 
@@ -57,6 +60,8 @@ class Metric(Protocol):
 class LossAccuracy:
     """The mean loss per point and split; for classification the accuracy in percent, NaN where the loss
     is not finite (argmax of NaN logits would read as a class)."""
+
+    fp32 = False  # the run's precision (`forward.sums`)
 
     def __init__(self, loss: str, classify: bool):
         check_loss(loss)

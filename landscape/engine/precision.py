@@ -41,7 +41,8 @@ def compared(losses: np.ndarray) -> dict[str, Any]:
 
 def recompute_nonfinite(runner: Runner, metrics: Sequence[Metric], coords: np.ndarray,
                         values: dict[str, np.ndarray], precision: str) -> dict[str, Any]:
-    """Points with a value that is not finite (overflow in bf16/fp16) computed again in fp32, in place."""
+    """Points where a value of `metrics` (those run in bf16/fp16: `values` holds theirs) is not finite, an
+    overflow, computed again in fp32 by those metrics, in place."""
     bad = ~np.all([np.isfinite(v) for v in values.values()], axis=0)
     if not bad.any():
         return {}

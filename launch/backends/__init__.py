@@ -39,6 +39,11 @@ class Backend:
     task_states: Callable[[dict[str, Any]], dict[str, str]] | None = None  # submits: {task index: state} of a record
     ranks: Callable[[Callable[[], int]], int] | None = None  # every_rank: each rank's entry around the driver
 
+    @property
+    def elsewhere(self) -> bool:
+        """Tiles are computed on other machines (compute nodes), which must see the run directory."""
+        return self.computes and not self.workers_here
+
     def __post_init__(self) -> None:
         needs = {"plan": self.submits, "task_states": self.submits, "ranks": self.every_rank}
         missing = [hook for hook, needed in needs.items() if needed and getattr(self, hook) is None]

@@ -8,7 +8,6 @@ what is done, so the driver never waits forever on a job the scheduler lost.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -80,14 +79,6 @@ def task_groups(tile_ids: list[int], per_task: int, max_array: int) -> list[list
     return [tasks[i:i + max_array] for i in range(0, len(tasks), max_array)]
 
 
-def warn_if_not_shared(run: RunDir) -> None:
-    """Array tasks run on other nodes: a run directory under /tmp is very likely node-local."""
-    path = run.path.resolve()
-    if str(path).startswith(("/tmp/", "/var/tmp/", "/dev/shm/")) and not os.environ.get("LANDSCAPE_SINGLE_NODE"):
-        print(f"warning: {path} looks node-local; compute nodes must see the run directory, the logs and the "
-              "Python environment on a shared filesystem (set LANDSCAPE_SINGLE_NODE=1 to silence this)")
-
-
 def record(run: RunDir, entry: dict[str, Any]) -> None:
     """Append one submission to RUN_DIR/submissions.jsonl, which landscape-status reads."""
     with open(run.path / RECORDS, "a") as f:
@@ -103,7 +94,6 @@ def submit(run: RunDir, plan: TaskPlan, backend: str, make_executor: Callable[[P
            info: dict[str, Any] | None = None) -> list[submitit.Job]:
     """Submit the planned arrays; record which task holds which tiles (and `info`, what the backend's
     `task_states` needs to read the record back, e.g. the PBS flavour)."""
-    warn_if_not_shared(run)
     round_no = len(records(run))
     jobs: list[submitit.Job] = []
     for chunk_no, tasks in enumerate(plan.arrays):
