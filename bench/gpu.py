@@ -152,7 +152,8 @@ def prepare(w: dict, points: int, device: torch.device, log) -> Prepared:
     fps = flops_per_sample(model.to(device).eval(), w["split"], device)
     del model
     coords = np.stack([np.linspace(-1, 1, points), np.full(points, 0.25)], 1)
-    case = {"workload": w["name"], "model": w.get("model", w["name"]), "samples": len(w["split"]), "input_shape": list(w["split"].x.shape[1:]),
+    case = {"workload": w["name"], "model": w.get("model", w["name"]), "samples": len(w["split"]),
+            "input_shape": list(w["split"].x.shape[1:]),
             "gflop_per_sample": fps / 1e9, "tflop_per_point": fps * len(w["split"]) / 1e12,
             "hidden": w.get("hidden"), "configs": []}
     log(f"{w['name']}: {len(w['split'])} samples, {fps / 1e9:.3f} GFLOP/sample forward, "
@@ -237,10 +238,10 @@ def run_config(p: Prepared, label: str, kwargs: dict, coords: np.ndarray, device
     return rec
 
 
-def rows(p: Prepared, table_: list[tuple[str, dict, np.ndarray, float]], device: torch.device, peak: float | None,
+def rows(p: Prepared, specs: list[tuple[str, dict, np.ndarray, float]], device: torch.device, peak: float | None,
          args, clock: Clock, log, save) -> None:
     """Each (label, engine keywords, points, seconds needed) row that still fits, saved after each."""
-    for label, kw, pts, need in table_:
+    for label, kw, pts, need in specs:
         if clock.allows(f"{p.w['name']} {label}", need):
             p.case["configs"].append(run_config(p, label, kw, pts, device, peak, args.seconds, log,
                                                 profile=label == "bf16"))
@@ -402,8 +403,8 @@ def report(record: dict) -> None:
             for c in ok:
                 pr = c["imagenet_60x60"]
                 decode = "not measured" if pr["decode_s"] is None else f"{pr['decode_s']:.0f} s"
-                print(f"resnet50_224 {c['config']}: ImageNet 60x60 PROJECTED (timed on {case['samples']} images, "
-                      f"per sample to {pr['samples']}): {pr['per_point_s']:.2f} s/point; 1 GPU {pr['one_gpu_h']:.2f} h, "
+                print(f"resnet50_224 {c['config']}: ImageNet 60x60 PROJECTED (timed on {case['samples']} images, per "
+                      f"sample to {pr['samples']}): {pr['per_point_s']:.2f} s/point; 1 GPU {pr['one_gpu_h']:.2f} h, "
                       f"{pr['gpus']} GPUs {pr['gpus_h']:.2f} h (decode once {decode}, worker setup "
                       f"{pr['worker_setup_s']:.0f} s incl. copy {pr['copy_s']:.1f} s); thesis {pr['thesis'][0]} on "
                       f"{pr['thesis'][1]}")
@@ -434,8 +435,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(PARTS), help=f"parts, comma-separated: {', '.join(PARTS)}")
     parser.add_argument("--imagenet-samples", type=int, default=10_000,
                         help="ResNet-50 images timed (extrapolated per sample to 50,000)")
-    parser.add_argument("--decode-images", type=int, default=512, help="JPEGs decoded for the decode rate")
-    parser.add_argument("--curvature-samples", type=int, default=2048,
+    parser.add_argument("--decode-images", type=int, default=1024, help="JPEGs decoded for the decode rate")
+    parser.add_argument("--curvature-samples", type=int, default=1024,
                         help="images the curvature is timed on (extrapolated per sample to 50,000)")
     args = parser.parse_args(argv)
     args.parts = [p.strip() for p in args.only.split(",") if p.strip()]
