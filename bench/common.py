@@ -117,11 +117,11 @@ def calibrate_bn(model: nn.Module, split: Split, device: torch.device, samples: 
 
 def calibrated_plane(make: Callable[[], nn.Module], split: Split, device: torch.device) -> tuple[dict, list[str], Any]:
     """A seeded model's state with BatchNorm statistics of `split`, its parameter names, and a filter-normalised
-    random plane (biases and BatchNorm ignored), as the CPU and curvature benchmarks time it."""
+    random plane (biases and BatchNorm ignored), as the benchmarks time it; calibrated on `device`, kept on the host."""
     torch.manual_seed(0)
-    model = make()
+    model = make().to(device)
     calibrate_bn(model, split, device)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     names = [n for n, _ in model.named_parameters()]
     return state, names, directions.random_directions(names, [state[n] for n in names], 2, "filter", "biasbn", 0)
 

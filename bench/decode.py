@@ -41,6 +41,22 @@ def spec(folder: Path, cache: Path, workers: int) -> dict:
             "cache_dir": str(cache), "workers": workers}
 
 
+def decode_seconds(folder: Path, cache: Path, workers: int) -> float:
+    """Wall seconds of decoding `folder` into a new cache at `cache` with `workers` processes."""
+    t0 = time.perf_counter()
+    data.ready(spec(folder, cache, workers))
+    return time.perf_counter() - t0
+
+
+def decode_rate(images: int, workers: int) -> dict:
+    """Images per second decoding `images` generated JPEGs with `workers` processes (the GPU benchmark's
+    decode term: the cores of the node it runs on)."""
+    with tempfile.TemporaryDirectory(prefix="landscape-bench-decode-") as tmp:
+        folder = make_folder(Path(tmp) / "images", images)
+        seconds = decode_seconds(folder, Path(tmp) / "cache", workers)
+    return {"images": images, "workers": workers, "seconds": seconds, "images_per_s": images / seconds}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=512, help="images to generate (default 512)")
@@ -52,9 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = args.folder or make_folder(tmp / "images", args.images)
         times = {}
         for workers in (1, args.workers):
-            t0 = time.perf_counter()
-            data.ready(spec(folder, tmp / f"cache{workers}", workers))
-            times[workers] = time.perf_counter() - t0
+            times[workers] = decode_seconds(folder, tmp / f"cache{workers}", workers)
         t0 = time.perf_counter()
         split = data.load(spec(folder, tmp / f"cache{args.workers}", args.workers)).train
         mapped = time.perf_counter() - t0
