@@ -106,7 +106,7 @@ def reduce(run_dir: str | Path) -> Reduced:
     extra |= _marks(run, d)
     losses = {k: np.stack([p.get(k, np.full(run.grid.shape, np.nan)) for p in planes])
               for k in dict.fromkeys(k for p in planes for k in p if k.endswith("_loss"))}
-    figs, fig_attrs = figures.surface_figures(run.grid.x, run.grid.y, losses, s.figures, s.directions.kind == "line")
+    figs, fig_attrs = figures.surface_figures(run.grid.x, run.grid.y, losses, s.figures, s.directions.kind)
     extra |= figs
     attrs = {"fingerprint": run.fingerprint, "config": yaml.safe_dump(run.config, sort_keys=False),
              "landscape_version": landscape.__version__, "seed": s.seed,

@@ -1,6 +1,7 @@
 """Landscape figures from a surface: the numbers papers compare, per plane and as mean +- std over planes.
 
-Centre loss; mean and max loss rise within radii r (in the grid's coordinate units, from the origin);
+The centre is the checkpoint (`checkpoint.path`): the origin of random, PCA and plane directions, a=1 on a line
+from `directions.start` (a=0). Centre loss; mean and max loss rise within radii r (in the grid's coordinate units);
 epsilon-sharpness (max rise within r relative to 1 + centre loss, Keskar et al. 2017); basin: the connected
 region around the centre where the loss stays under a threshold (centre + delta, or centre * factor), as a
 fraction of the grid (and, on a line, its width); non-convexity: the fraction of interior points whose
@@ -64,10 +65,29 @@ def figure_options(settings: Mapping[str, Any]) -> FigureOptions:
     return FigureOptions(**{**settings, "radii": tuple(radii if isinstance(radii, (list, tuple)) else [radii])})
 
 
-def _centre(x: np.ndarray, y: np.ndarray | None) -> tuple[int, ...]:
-    """The grid index nearest the origin (the checkpoint of random, PCA and checkpoint planes)."""
-    ix = int(np.argmin(np.abs(x)))
-    return (ix,) if y is None else (int(np.argmin(np.abs(y))), ix)
+CHECKPOINT_AT = {"line": 1.0}  # theta(a) = start + a (checkpoint - start); every other kind: the origin
+
+
+def checkpoint_at(kind: str, dims: int) -> tuple[float, ...]:
+    """The checkpoint's grid coordinates, (x,) or (x, y), for directions of `kind`."""
+    return (CHECKPOINT_AT.get(kind, 0.0), *(0.0,) * (dims - 1))
+
+
+@dataclass(frozen=True)
+class Centre:
+    """Where the figures are taken: the grid point nearest the checkpoint's coordinates `at`."""
+
+    at: tuple[float, ...]  # (x,) or (x, y)
+    index: tuple[int, ...]  # into the values: (ix,) or (iy, ix)
+    point: tuple[float, ...]  # the grid point's coordinates, as `at`
+
+
+def centre_of(x: np.ndarray, y: np.ndarray | None, kind: str) -> Centre:
+    """The centre of a grid of directions of `kind`."""
+    at = checkpoint_at(kind, 1 if y is None else 2)
+    near = [int(np.argmin(np.abs(axis - a))) for axis, a in zip((x, y), at) if axis is not None]
+    point = tuple(float(axis[i]) for axis, i in zip((x, y), near))
+    return Centre(at, tuple(near[::-1]), point)
 
 
 def _hessian_eigs(z: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -92,20 +112,21 @@ def _basin(z: np.ndarray, centre: tuple[int, ...], threshold: float) -> np.ndarr
 
 
 def plane_figures(x: np.ndarray, y: np.ndarray | None, z: np.ndarray, opts: FigureOptions,
-                  line: bool = False) -> dict[str, float]:
-    """The figures of one plane (or line) `z` shaped (ny, nx) (or (nx,)); `line`: a path between checkpoints.
-    Points not computed are NaN and left out (a figure of none is NaN)."""
+                  kind: str = "random") -> dict[str, float]:
+    """The figures of one plane (or line) `z` shaped (ny, nx) (or (nx,)) of directions of `kind` (a line: a path
+    between checkpoints). Points not computed are NaN and left out (a figure of none is NaN)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of a surface still being computed
-        return _plane_figures(x, y, np.asarray(z, dtype=np.float64), opts, line)
+        return _plane_figures(x, y, np.asarray(z, dtype=np.float64), opts, kind)
 
 
 def _plane_figures(x: np.ndarray, y: np.ndarray | None, z: np.ndarray, opts: FigureOptions,
-                   line: bool) -> dict[str, float]:
-    centre = _centre(x, y)
+                   kind: str) -> dict[str, float]:
+    c = centre_of(x, y, kind)
+    centre = c.index
     z0 = float(z[centre])
-    cx = x[centre[-1]]
-    dist = np.abs(x - cx) if y is None else np.hypot(*np.meshgrid(x - cx, y - y[centre[0]]))  # from the centre point
+    cx = c.point[0]
+    dist = np.abs(x - cx) if y is None else np.hypot(*np.meshgrid(x - cx, y - c.point[1]))  # from the centre point
     out = {"centre_loss": z0}
     for r in opts.radii:
         inside = z[dist <= r * (1 + 1e-9)]
@@ -126,7 +147,7 @@ def _plane_figures(x: np.ndarray, y: np.ndarray | None, z: np.ndarray, opts: Fig
         inner = tuple(i - 1 for i in centre)
         if all(0 <= i < n for i, n in zip(inner, low.shape)):
             out["centre_min_curvature"], out["centre_max_curvature"] = float(low[inner]), float(high[inner])
-    if line and y is None:
+    if kind == "line" and y is None:
         path = (x >= -1e-9) & (x <= 1 + 1e-9)
         ends = [float(z[int(np.argmin(np.abs(x - a)))]) for a in (0.0, 1.0)]
         out["barrier"] = float(np.nanmax(z[path])) - max(ends)
@@ -134,9 +155,9 @@ def _plane_figures(x: np.ndarray, y: np.ndarray | None, z: np.ndarray, opts: Fig
 
 
 def over_planes(x: np.ndarray, y: np.ndarray | None, planes: np.ndarray, opts: FigureOptions,
-                line: bool = False) -> dict[str, np.ndarray]:
+                kind: str = "random") -> dict[str, np.ndarray]:
     """Each figure of each plane of `planes` (K, ...): figure name -> (K,) values."""
-    per = [plane_figures(x, y, z, opts, line) for z in planes]
+    per = [plane_figures(x, y, z, opts, kind) for z in planes]
     return {name: np.array([p.get(name, math.nan) for p in per]) for name in dict.fromkeys(n for p in per for n in p)}
 
 
@@ -150,11 +171,14 @@ def mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def surface_figures(x: np.ndarray, y: np.ndarray | None, losses: Mapping[str, np.ndarray], opts: FigureOptions,
-                    line: bool = False) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-    """For each loss (name -> (K, ...) planes): the datasets `figures/<loss>/<figure>` and their attributes."""
-    data, attrs = {}, {}
+                    kind: str = "random") -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """For each loss (name -> (K, ...) planes): the datasets `figures/<loss>/<figure>` and their attributes;
+    the group's `checkpoint_at` and `centre_at` say where the figures are taken."""
+    c = centre_of(x, y, kind)
+    data: dict[str, np.ndarray] = {}
+    attrs = {GROUP: {"checkpoint_at": np.array(c.at), "centre_at": np.array(c.point)}} if losses else {}
     for key, planes in losses.items():
-        figs = over_planes(x, y, planes, opts, line)
+        figs = over_planes(x, y, planes, opts, kind)
         for name, values in figs.items():
             mean, std = mean_std(values)
             data[f"{GROUP}/{key}/{name}"] = values
@@ -174,18 +198,19 @@ def loss_planes(f: h5py.File) -> dict[str, np.ndarray]:
 
 
 def read(path: str | Path, opts: FigureOptions | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """loss -> figure -> (K,) values: as stored in the surface file, else computed from its values with `opts`
-    (default FigureOptions())."""
+    """loss -> figure -> (K,) values: as stored in the surface file, else (none stored, or stored without saying
+    where they were taken: a line's were taken at its start) computed from its values with `opts` (default
+    FigureOptions())."""
     try:
         with h5open(path) as f:
-            if GROUP in f:
+            if GROUP in f and "checkpoint_at" in f[GROUP].attrs:
                 return {k: {str(n): g[n][()] for n in g.attrs["order"]} for k, g in f[GROUP].items()}
             x, y = f["xcoordinates"][()], f["ycoordinates"][()] if "ycoordinates" in f else None
-            line = f.attrs.get("directions", "") == "line"
+            kind = str(f.attrs.get("directions", ""))
             losses = loss_planes(f)
     except (OSError, KeyError) as err:
         raise UserError(f"{path} is no readable surface file ({first_line(err)})") from err
-    data, _ = surface_figures(x, y, losses, opts or FigureOptions(), line)
+    data, _ = surface_figures(x, y, losses, opts or FigureOptions(), kind)
     out: dict[str, dict[str, np.ndarray]] = {}
     for name, values in data.items():
         _, key, figure = name.split("/")

@@ -40,7 +40,7 @@ def test_double_well_barrier_and_nonconvex_band():
     """(x^2 - 1)^2 on the line a in [-0.5, 1.5] through x = 2a - 1: minima at a = 0 and 1, barrier 1 at a = 0.5."""
     a = np.linspace(-0.5, 1.5, 81)
     z = ((2 * a - 1) ** 2 - 1) ** 2
-    f = plane_figures(a, None, z, FigureOptions(delta=0.25), line=True)
+    f = plane_figures(a, None, z, FigureOptions(delta=0.25), "line")
     assert f["barrier"] == pytest.approx(1.0)
     assert f["centre_loss"] == pytest.approx(0.0)
     # second derivative 4 (12 x^2 - 4) < 0 where |2a - 1| < 1/sqrt(3); share of the 79 interior points
