@@ -24,7 +24,8 @@ from landscape.plot import PlotOptions
 from landscape.spec import importable, local_imports
 
 RUN_FORMAT = 3  # run.yaml's layout and fingerprint recipe; a run of another format is refused with one line
-DEFAULT_RANGE = {"random": [-1.0, 1.0], "line": [0.0, 1.0]}  # line: past a=1 BN variances extrapolate below 0
+# line: past a=1 BN variances extrapolate below 0; plane (through its three networks): 41 points hold 0 and 1
+DEFAULT_RANGE = {"random": [-1.0, 1.0], "line": [0.0, 1.0], "plane": [-0.5, 1.5]}
 KINDS = ("random", "pca", "line", "plane")
 SPLITS = ("train", "test", "both")
 VALUE = {"value": True}  # field metadata: this setting changes values on the surface (in the fingerprint)

@@ -75,19 +75,45 @@ def checkpoint_at(kind: str, dims: int) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class Centre:
-    """Where the figures are taken: the grid point nearest the checkpoint's coordinates `at`."""
+    """Where the figures are taken: the grid point nearest the checkpoint's coordinates `at`. A grid need not
+    hold the checkpoint (an even resolution, a fitted PCA range): the figures then are of the grid point
+    `point`, `offset` away, and every table says so."""
 
     at: tuple[float, ...]  # (x,) or (x, y)
     index: tuple[int, ...]  # into the values: (ix,) or (iy, ix)
     point: tuple[float, ...]  # the grid point's coordinates, as `at`
+    spacing: float  # the grid's largest spacing: offsets below its rounding are none
+
+    @property
+    def offset(self) -> float:
+        """The distance from the checkpoint to the grid point standing in for it; 0 when the grid holds it."""
+        d = math.dist(self.at, self.point)
+        return 0.0 if d <= 1e-9 * self.spacing else d
+
+    def describe(self) -> str:
+        """`(0, 0)` on the grid, else `(-0.111, -0.111) for the checkpoint (0, 0), 0.157 off`."""
+        text = lambda p: f"{p[0]:.3g}" if len(p) == 1 else f"({', '.join(f'{v:.3g}' for v in p)})"  # noqa: E731
+        return text(self.at) if not self.offset else \
+            f"{text(self.point)} for the checkpoint {text(self.at)}, {self.offset:.3g} off"
+
+
+def on_grid(axis: np.ndarray, a: float) -> int | None:
+    """The index of the point of `axis` at `a` (to rounding), None where the axis has none there."""
+    i = int(np.argmin(np.abs(axis - a)))
+    return i if abs(axis[i] - a) <= 1e-9 * _spacing(axis) else None
+
+
+def _spacing(axis: np.ndarray) -> float:
+    return float(np.max(np.diff(axis))) if len(axis) > 1 else 1.0
 
 
 def centre_of(x: np.ndarray, y: np.ndarray | None, kind: str) -> Centre:
     """The centre of a grid of directions of `kind`."""
     at = checkpoint_at(kind, 1 if y is None else 2)
-    near = [int(np.argmin(np.abs(axis - a))) for axis, a in zip((x, y), at) if axis is not None]
-    point = tuple(float(axis[i]) for axis, i in zip((x, y), near))
-    return Centre(at, tuple(near[::-1]), point)
+    axes = [axis for axis in (x, y) if axis is not None]
+    near = [int(np.argmin(np.abs(axis - a))) for axis, a in zip(axes, at)]
+    point = tuple(float(axis[i]) for axis, i in zip(axes, near))
+    return Centre(at, tuple(near[::-1]), point, max(_spacing(axis) for axis in axes))
 
 
 def _hessian_eigs(z: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -148,9 +174,9 @@ def _plane_figures(x: np.ndarray, y: np.ndarray | None, z: np.ndarray, opts: Fig
         if all(0 <= i < n for i, n in zip(inner, low.shape)):
             out["centre_min_curvature"], out["centre_max_curvature"] = float(low[inner]), float(high[inner])
     if kind == "line" and y is None:
+        ends = [on_grid(x, a) for a in (0.0, 1.0)]  # a grid without both checkpoints has no barrier
         path = (x >= -1e-9) & (x <= 1 + 1e-9)
-        ends = [float(z[int(np.argmin(np.abs(x - a)))]) for a in (0.0, 1.0)]
-        out["barrier"] = float(np.nanmax(z[path])) - max(ends)
+        out["barrier"] = math.nan if None in ends else float(np.nanmax(z[path])) - max(float(z[i]) for i in ends)
     return out
 
 
@@ -197,16 +223,17 @@ def loss_planes(f: h5py.File) -> dict[str, np.ndarray]:
     return out
 
 
-def read(path: str | Path, opts: FigureOptions | None = None) -> dict[str, dict[str, np.ndarray]]:
+def read(path: str | Path, opts: FigureOptions | None = None) -> tuple[dict[str, dict[str, np.ndarray]], Centre]:
     """loss -> figure -> (K,) values: as stored in the surface file, else (none stored, or stored without saying
     where they were taken: a line's were taken at its start) computed from its values with `opts` (default
-    FigureOptions())."""
+    FigureOptions()); and where they are taken."""
     try:
         with h5open(path) as f:
-            if GROUP in f and "checkpoint_at" in f[GROUP].attrs:
-                return {k: {str(n): g[n][()] for n in g.attrs["order"]} for k, g in f[GROUP].items()}
             x, y = f["xcoordinates"][()], f["ycoordinates"][()] if "ycoordinates" in f else None
             kind = str(f.attrs.get("directions", ""))
+            if GROUP in f and "checkpoint_at" in f[GROUP].attrs:
+                stored = {k: {str(n): g[n][()] for n in g.attrs["order"]} for k, g in f[GROUP].items()}
+                return stored, centre_of(x, y, kind)
             losses = loss_planes(f)
     except (OSError, KeyError) as err:
         raise UserError(f"{path} is no readable surface file ({first_line(err)})") from err
@@ -215,19 +242,24 @@ def read(path: str | Path, opts: FigureOptions | None = None) -> dict[str, dict[
     for name, values in data.items():
         _, key, figure = name.split("/")
         out.setdefault(key, {})[figure] = values
-    return out
+    return out, centre_of(x, y, kind)
 
 
 def rows(path: str | Path, label: str = "", opts: FigureOptions | None = None) -> list[dict[str, Any]]:
     """One row per loss and figure: `run`, `loss`, `figure`, `mean`, `std` (None for one plane), `planes`,
-    `values` (per plane), the table `landscape-stats` prints and a comparison shows beside its plots."""
+    `values` (per plane), and where they are taken: `checkpoint_at`, the grid point `centre_at` standing in for
+    it, `centre_offset` (0 on the grid); the table `landscape-stats` prints and a comparison shows beside its
+    plots."""
+    figs, c = read(path, opts)
+    where = {"checkpoint_at": list(c.at), "centre_at": list(c.point), "centre_offset": c.offset,
+             "centre": c.describe()}
     out = []
-    for key, figs in read(path, opts).items():
-        for name, values in figs.items():
+    for key, named in figs.items():
+        for name, values in named.items():
             mean, std = mean_std(values)
             out.append({"run": label or str(path), "loss": key, "figure": name, "mean": float(mean),
                         "std": float(std) if len(values) > 1 else None, "planes": len(values),
-                        "values": [float(v) for v in values]})
+                        "values": [float(v) for v in values], **where})
     return out
 
 
@@ -239,6 +271,9 @@ def table(all_rows: list[dict[str, Any]]) -> str:
     def fmt(r: dict[str, Any] | None) -> str:
         return "-" if r is None else f"{r['mean']:.4g}" + (f" +- {r['std']:.2g}" if r["planes"] > 1 else "")
     body = [[f"{loss} {figure}", *(fmt(cell.get((run, loss, figure))) for run in runs)] for loss, figure in keys]
+    centres = {r["run"]: r["centre"] for r in all_rows if "centre" in r}
+    if centres:  # where the figures are taken: the checkpoint, or the grid point standing in for it
+        body.insert(0, ["centre point", *(centres.get(run, "-") for run in runs)])
     planes = {run: max(r["planes"] for r in all_rows if r["run"] == run) for run in runs}
     head = ["figure", *(f"{run} ({planes[run]} plane{'s' * (planes[run] > 1)})" for run in runs)]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]

@@ -51,6 +51,16 @@ def _fitted_range(points: np.ndarray, margin: float = 0.25) -> list[list[float]]
     return [[float(a), float(b)] for a, b in zip(lo - pad, hi + pad)]
 
 
+def _fit_to(dirs: directions.Directions) -> np.ndarray | None:
+    """What an unset grid.range is fitted to: a PCA trajectory, or the marks of a plane that only nears its other
+    checkpoints. A plane through the three networks at (0, 0), (1, 0), (0, 1) takes its kind's default range,
+    whose grid holds them exactly."""
+    kind = dirs.attrs.get("kind")
+    if kind == "plane" and not np.allclose(dirs.marks, [[0, 0], [1, 0], [0, 1]], rtol=0, atol=1e-6):
+        return dirs.marks
+    return dirs.trajectory if kind == "pca" else None
+
+
 def make_directions(s: RunSettings, model: torch.nn.Module, state: checkpoint.StateDict,
                     start: checkpoint.StateDict | None,
                     points: list[checkpoint.StateDict] | None = None) -> directions.Directions:
@@ -250,7 +260,7 @@ def create(s: RunSettings, cfg: dict[str, Any], overrides: list[str], read: Read
                             f"samples: give at most {len(split)}, or null for the whole split")
     dirs = make_directions(s, read.model, read.state, read.start, read.points)
     kind = s.directions.kind
-    fitted = dirs.trajectory if kind == "pca" else dirs.marks
+    fitted = _fit_to(dirs)
     range_ = _fitted_range(fitted) if fitted is not None and s.grid.range is None else s.grid.default_range(kind)
     grid = s.grid.grid(range_)
     if dirs.x_buffers:
