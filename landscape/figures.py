@@ -223,6 +223,16 @@ def loss_planes(f: h5py.File) -> dict[str, np.ndarray]:
     return out
 
 
+def missing_points(path: str | Path) -> tuple[int, int]:
+    """(points not computed, points) of a surface file, over all its planes."""
+    try:
+        with h5open(path) as f:
+            done = f["planes/done"][()] if "planes/done" in f else f["done"][()]
+    except (OSError, KeyError) as err:
+        raise UserError(f"{path} is no readable surface file ({first_line(err)})") from err
+    return int(done.size - np.count_nonzero(done)), int(done.size)
+
+
 def read(path: str | Path, opts: FigureOptions | None = None) -> tuple[dict[str, dict[str, np.ndarray]], Centre]:
     """loss -> figure -> (K,) values: as stored in the surface file, else (none stored, or stored without saying
     where they were taken: a line's were taken at its start) computed from its values with `opts` (default

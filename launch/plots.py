@@ -19,6 +19,7 @@ from jobs.run import RunDir
 from jobs.settings import plot_options
 from . import config
 from .cli import absolute_paths, user_errors
+from .stats import Unfinished, finished_rows
 
 
 def _anything_done(run: RunDir) -> bool:
@@ -66,9 +67,14 @@ def compare(runs: list[RunDir], opts: PlotOptions) -> tuple[list[Path], list[str
     labels = labels if len(set(labels)) == len(labels) else [str(r.path) for r in runs]
     out = _output_folder(compare_dir(runs, opts))
     done = compare_surfaces({label: r.surface_file for label, r in zip(labels, runs)}, out, opts)
-    table = out / "figures.txt"  # every run's landscape figures (as reduce stored them), side by side
-    table.write_text(figures.table([row for label, r in zip(labels, runs)
-                                    for row in figures.rows(r.surface_file, label)]) + "\n")
+    table = out / "figures.txt"  # every finished run's landscape figures, side by side; why the others have none
+    rows, held = [], []
+    for label, r in zip(labels, runs):
+        try:
+            rows += finished_rows(r, label)
+        except Unfinished as err:
+            held.append(str(err))
+    table.write_text("\n".join([figures.table(rows)] * bool(rows) + held) + "\n")
     return [*done.paths, table], done.notes
 
 

@@ -15,14 +15,40 @@ from landscape.errors import UserError
 from .cli import user_errors
 
 
-def run_rows(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The figures of a run's surface as rows (`run`, `loss`, `figure`, `mean`, `std`, `planes`, `values`):
-    as reduce stored them, else computed with the run's `figures.*`."""
+class Unfinished(UserError):
+    """A run whose surface still lacks points: figures of the points computed so far would be other numbers (a
+    basin cut off by a hole, a rise missing its steepest point), so none are shown."""
+
+
+def run_rows(run_dir: str | Path, label: str = "") -> list[dict[str, Any]]:
+    """The figures of a finished run's surface as rows (`run`: `label` or the run directory, `loss`, `figure`,
+    `mean`, `std`, `planes`, `values`, where they are taken): as reduce stored them, else computed with the run's
+    `figures.*`."""
     run = RunDir(Path(run_dir))
     settings = run.settings  # first: a clear error when this is no run directory
     if not run.surface_file.is_file():
         raise UserError(f"{run.surface_file} does not exist: run landscape-surface first")
-    return figures.rows(run.surface_file, str(run.path), settings.figures)
+    return finished_rows(run, label, settings.figures)
+
+
+def finished_rows(run: RunDir, label: str = "", opts: figures.FigureOptions | None = None) -> list[dict[str, Any]]:
+    """figures.rows of the run's surface file; refused (Unfinished) while points are still to compute, here as
+    in landscape-status and a comparison's figures.txt."""
+    missing, total = figures.missing_points(run.surface_file)
+    if missing:
+        raise Unfinished(f"{run.path} is not finished, {missing} of {total} points are not computed: its figures "
+                         f"are held back (a partial surface gives other numbers); landscape-surface "
+                         f"run.dir={run.path} computes the rest")
+    return figures.rows(run.surface_file, label or str(run.path), opts)
+
+
+def figure_lines(run_dir: str | Path) -> list[str]:
+    """The figures table as landscape-status shows it, or the one line saying why it is held back."""
+    try:
+        table = figures.table(run_rows(run_dir))
+    except Unfinished as held:
+        return [f"figures: {held}"]
+    return ["figures:", *("  " + line for line in table.splitlines())]
 
 
 def _defined(value: Any) -> Any:

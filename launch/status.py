@@ -9,11 +9,11 @@ from pathlib import Path
 from jobs import inputs
 from jobs.reduce import nonfinite_line
 from jobs.run import RunDir
-from landscape import figures, surface
+from landscape import surface
 from landscape.engine import curvature
 from landscape.errors import UserError
 
-from . import lock
+from . import lock, stats
 from . import backends
 from .backends import arrays
 from .cli import user_errors
@@ -128,9 +128,7 @@ def summary(run: RunDir) -> str:
                      + " (values agree to rounding across these, not bitwise)")
     if run.surface_file.is_file():
         lines.append(f"surface: {run.surface_file}")
-        if not reasons:  # finished: the figures the surface holds (landscape-stats compares runs)
-            lines += ["figures:", *("  " + line for line in figures.table(
-                figures.rows(run.surface_file, str(run.path), settings.figures)).splitlines())]
+        lines += stats.figure_lines(run.path)  # once every point is computed (landscape-stats compares runs)
     return "\n".join(lines)
 
 
