@@ -117,6 +117,7 @@ def reduce(run_dir: str | Path) -> Reduced:
              # what plots name: the checkpoint's file stem (and a line's start), the kind of directions
              "checkpoint": Path(s.checkpoint.path).stem, "start": Path(s.directions.start or "").stem,
              "directions": s.directions.kind, "planes": s.planes, "seeds": np.array(s.directions.seeds(s.seed)),
+             "isometric": bool(d.attrs.get("isometric", False)),  # plots draw both axes to one scale
              "figures_radii": np.array(s.figures.radii), "figures_basin": s.figures.rule}
     checks = [float(m["precision_check"]) for m in metas if "precision_check" in m]
     if checks:  # bf16/fp16: the largest relative loss difference from fp32 over the checked points

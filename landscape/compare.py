@@ -90,7 +90,7 @@ def side_by_side(surfaces: Mapping[str, Surface], name: str, opts: PlotOptions) 
         for i, (run, surf) in enumerate(surfaces.items()):
             ax = fig.add_subplot(1, len(zs), i + 1, projection="3d" if kind == "3d" else None)
             ax.set(xlabel=surf.meta["xlabel"], ylabel=surf.meta["ylabel"], title=_title(run, surf))
-            mappable = draw(fig, ax, kind, surf.x, surf.y, zs[run], s, levels)
+            mappable = draw(fig, ax, kind, surf.x, surf.y, zs[run], s, levels, surf.isometric)
             if kind == "3d":
                 ax.view_init(elev=opts.elev, azim=opts.azim)
             else:
@@ -117,6 +117,8 @@ def difference(surfaces: Mapping[str, Surface], name: str, opts: PlotOptions) ->
         ax.set(xlabel=s0.meta["xlabel"], ylabel=s0.meta["ylabel"], title=f"{label0} - {label}")
         mesh = ax.pcolormesh(s0.x, s0.y, np.ma.masked_invalid(d), shading="nearest", cmap=DIFF_CMAP,
                              vmin=-bound, vmax=bound)
+        if s0.isometric:
+            ax.set_aspect("equal")
         axes.append(ax)
     other = rest[0][0] if len(rest) == 1 else "each other run"
     fig.colorbar(mesh, ax=axes, label=f"{label0} - {other}{unit}")

@@ -140,8 +140,18 @@ def checkpoint_plane(names: list[str], origin: StateDict, points: Sequence[State
         b1 = b2 = {}
     marks = np.vstack([np.zeros(2), *(_plane_coords(x, y, step) for step in steps)])
     return Directions(names, x, y, {k: v.float() for k, v in b1.items()} or None,
-                      attrs={"kind": "plane", "norm": norm, "ignore": ignore, "orthogonalize": bool(orthogonalize)},
+                      attrs={"kind": "plane", "norm": norm, "ignore": ignore, "orthogonalize": bool(orthogonalize),
+                             "isometric": _isometric(x, y)},
                       y_buffers={k: v.float() for k, v in b2.items()} or None, marks=marks)
+
+
+def _isometric(x: Sequence[torch.Tensor], y: Sequence[torch.Tensor]) -> bool:
+    """Whether x and y are orthogonal and of one length (to float32 rounding): a picture of the plane drawn to
+    equal scale on both axes then shows true lengths and angles. Orthogonalized planes are, unless a norm or
+    ignore=biasbn rescales the directions after."""
+    u, v = flat(x).double(), flat(y).double()
+    nu, nv = float(u.norm()), float(v.norm())
+    return abs(float(u @ v)) <= 1e-5 * nu * nv and abs(nu - nv) <= 1e-5 * nu
 
 
 def _plane_coords(x: Sequence[torch.Tensor], y: Sequence[torch.Tensor], step: Sequence[torch.Tensor]) -> np.ndarray:

@@ -199,7 +199,14 @@ class Surface:
         return {0.0: self.centre} if self.centre else {}
 
 
-META = ("title", "xlabel", "ylabel", "checkpoint", "start", "directions")
+    @property
+    def isometric(self) -> bool:
+        """Whether the directions are orthogonal and of one length: drawn to equal scale, lengths and angles are
+        true (an orthogonalized plane)."""
+        return self.meta["isometric"] == "True"
+
+
+META = ("title", "xlabel", "ylabel", "checkpoint", "start", "directions", "isometric")
 
 
 def read_surface(path: str | Path) -> Surface:
@@ -312,9 +319,11 @@ def mark(ax: Axes, trajectory: np.ndarray | None, labels: np.ndarray | None, cen
 
 
 def draw(fig: Figure, ax: Axes, kind: str, x: np.ndarray, y: np.ndarray, z: np.ma.MaskedArray, s: Scale,
-         levels: int | np.ndarray) -> object:
+         levels: int | np.ndarray, isometric: bool = False) -> object:
     """One panel of `kind` (contour, contourf, heatmap, 3d: `ax` must then be a 3D axes); returns what a colour
-    bar reads (the 3D surface has none)."""
+    bar reads (the 3D surface has none). `isometric`: flat panels drawn to one scale on both axes."""
+    if isometric and kind != "3d":
+        ax.set_aspect("equal")
     if kind == "contour":
         lines = ax.contour(x, y, z, levels=levels, cmap=CMAP, linewidths=0.8)
         ax.clabel(lines, fontsize=6)
@@ -373,10 +382,10 @@ def _write_vtk(path: Path, x: np.ndarray, y: np.ndarray, z: np.ma.MaskedArray, n
 def figures_2d(x: np.ndarray, y: np.ndarray, Z: np.ndarray, stem: str, opts: PlotOptions, xlabel: str = "",
                ylabel: str = "", title: str = "", trajectory: np.ndarray | None = None,
                trajectory_labels: np.ndarray | None = None, centre: str | None = None,
-               value_scale: Scale | None = None) -> dict[str, Figure]:
+               value_scale: Scale | None = None, isometric: bool = False) -> dict[str, Figure]:
     """The contour, filled contour ('contourf'), heatmap and 3D ('3d') figures of Z[iy, ix] = f(x[ix], y[iy]),
     unsaved: plot_2d writes them, a notebook can show them. `centre` labels a mark at (0, 0) (None: no mark);
-    `value_scale` is scale(Z, opts) where the caller has it already."""
+    `value_scale` is scale(Z, opts) where the caller has it already; `isometric`: drawn to one scale (`draw`)."""
     x, y, s = np.asarray(x, dtype=float), np.asarray(y, dtype=float), value_scale or scale(Z, opts)
     z, label, title = s.apply(Z), value_label(stem, s), title + s.note
     levels, figs = s.levels(z, opts.levels), {}
@@ -388,7 +397,7 @@ def figures_2d(x: np.ndarray, y: np.ndarray, Z: np.ndarray, stem: str, opts: Plo
             ax.view_init(elev=opts.elev, azim=opts.azim)
         else:
             figs[kind], ax = _axes(xlabel, ylabel, title)
-        mappable = draw(figs[kind], ax, kind, x, y, z, s, levels)
+        mappable = draw(figs[kind], ax, kind, x, y, z, s, levels, isometric)
         if kind in ("contourf", "heatmap"):
             colour_bar(figs[kind], kind, mappable, ax, label, s)
         if kind != "3d":
@@ -410,11 +419,13 @@ def centre_height(x: np.ndarray, y: np.ndarray, z: np.ma.MaskedArray, s: Scale) 
 
 def plot_2d(x: np.ndarray, y: np.ndarray, Z: np.ndarray, out_dir: str | Path, stem: str, opts: PlotOptions,
             xlabel: str = "", ylabel: str = "", title: str = "", trajectory: np.ndarray | None = None,
-            trajectory_labels: np.ndarray | None = None, centre: str | None = None) -> list[Path]:
+            trajectory_labels: np.ndarray | None = None, centre: str | None = None,
+            isometric: bool = False) -> list[Path]:
     """figures_2d written as `out_dir/<stem>_<kind>.<fmt>`, plus `<stem>.vtk` if asked (its values named
     `log10_<stem>` when drawn on a log scale)."""
     out_dir, s = Path(out_dir), scale(Z, opts)
-    figs = figures_2d(x, y, Z, stem, opts, xlabel, ylabel, title, trajectory, trajectory_labels, centre, s)
+    figs = figures_2d(x, y, Z, stem, opts, xlabel, ylabel, title, trajectory, trajectory_labels, centre, s,
+                      isometric)
     paths = [p for kind, fig in figs.items() for p in save_figure(fig, out_dir, f"{stem}_{kind}", opts)]
     if opts.vtk:
         paths.append(_write_vtk(out_dir / f"{stem}.vtk", x, y, s.apply(Z), f"log10_{stem}" if s.log else stem))
@@ -437,7 +448,8 @@ def plot_surface_file(path: str | Path, out_dir: str | Path, opts: PlotOptions,
     paths = []
     for m in names:
         paths += plot_2d(surf.x, surf.y, surf.maps[m], out_dir, m, options_for(m, opts), surf.meta["xlabel"],
-                         surf.meta["ylabel"], surf.heading(m), surf.trajectory, surf.labels, surf.centre)
+                         surf.meta["ylabel"], surf.heading(m), surf.trajectory, surf.labels, surf.centre,
+                         surf.isometric)
     if opts.animation and surf.meta["directions"] == "pca" and surf.trajectory is not None and names:
         from .animation import animate_trajectory  # imports this module
         loss = next((m for m in names if "loss" in m.split("_")), names[0])
