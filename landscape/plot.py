@@ -281,10 +281,10 @@ def figure_1d(x: np.ndarray, values: dict[str, np.ndarray], opts: PlotOptions, x
             lines += ax.plot(x, s.apply(v), style, color=colour, label=name)
     if s.limits is not None:
         ax.set_ylim(*s.limits)
-    for at, label in (marks or {}).items():
+    for row, (at, label) in enumerate(sorted((marks or {}).items())):  # a row each: close marks stay legible
         right = at > (np.min(x) + np.max(x)) / 2  # a label right of the middle reads leftwards, inside the axes
         ax.axvline(at, color="0.3", ls=":", lw=1.2)
-        ax.annotate(label, (at, 1), xycoords=("data", "axes fraction"), xytext=(-3 if right else 3, -10),
+        ax.annotate(label, (at, 1), xycoords=("data", "axes fraction"), xytext=(-3 if right else 3, -10 - 10 * row),
                     textcoords="offset points", fontsize=7, color="0.3", ha="right" if right else "left")
     fig.legend(handles=lines, loc="outside lower center", ncols=min(len(lines), 4), fontsize=8)
     return fig

@@ -37,3 +37,15 @@ def test_an_orthogonalized_plane_is_drawn_to_one_scale(trained, base_args, tmp_p
         ax.figure.draw_without_rendering()
         box = ax.get_window_extent()
         assert box.height / box.width == pytest.approx(np.ptp(ax.get_ylim()) / np.ptp(ax.get_xlim()), rel=0.02)
+
+
+@pytest.mark.parametrize("lo, hi", [(0, 1), (-0.5, 1.5), (-2, 3), (-10, 11)])
+def test_a_lines_checkpoint_labels_do_not_overlap(lo, hi):
+    x = np.linspace(lo, hi, 41)
+    marks = {0.0: "a=0: epoch_000", 1.0: "a=1: last"}
+    fig = figure_1d(x, {"train_loss": (x - 1) ** 2 + 0.1}, PlotOptions(), "a", "line", marks)
+    fig.draw_without_rendering()
+    boxes = [t.get_window_extent() for t in fig.axes[0].texts]
+    assert len(boxes) == 2 and not boxes[0].overlaps(boxes[1])
+    inside = fig.axes[0].get_window_extent()
+    assert all(inside.contains(b.x0, b.y0) and inside.contains(b.x1, b.y1) for b in boxes)
