@@ -235,6 +235,18 @@ def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = T
     return target
 
 
+def _samples_evaluated(s: RunSettings, name: str, size: int) -> str:
+    """How many of a split's samples every value comes from: all, or a seeded subset (approximate values); and
+    how many of those the curvature takes (hessian.samples)."""
+    used = min(size, s.data.subset or size)
+    text = f"{size} samples" if used == size else \
+        f"{used} of {size} samples (data.subset={s.data.subset}, seeded: approximate values)"
+    h = s.hessian
+    if h and h.split == name and h.samples and h.samples < used:
+        text += f", curvature over {h.samples} of them (hessian.samples={h.samples})"
+    return text
+
+
 def create(s: RunSettings, cfg: dict[str, Any], overrides: list[str], read: Read, key: str, target: RunDir,
            log: Log) -> Grid:
     """A new run in `target`: the data checked against the model, the directions and grid fixed, run.yaml
@@ -242,8 +254,8 @@ def create(s: RunSettings, cfg: dict[str, Any], overrides: list[str], read: Read
     dataset = data.load(s.data.spec())
     for name in s.data.splits:
         split = dataset.split(name)
-        log(f"data: {name} split, {len(split)} samples of {'x'.join(map(str, split.x.shape[1:]))} "
-            f"{str(split.x.dtype).removeprefix('torch.')}, from {split.source}")
+        log(f"data: {name} split, {_samples_evaluated(s, name, len(split))} of "
+            f"{'x'.join(map(str, split.x.shape[1:]))} {str(split.x.dtype).removeprefix('torch.')}, from {split.source}")
         check_data_fits(read.model, split, dataset.num_classes, s.loss, name)
         if s.hessian and s.hessian.split == name and (s.hessian.samples or 0) > len(split):
             raise UserError(f"hessian.samples is {s.hessian.samples} but the {name} split holds {len(split)} "

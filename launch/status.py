@@ -9,6 +9,7 @@ from pathlib import Path
 from jobs import inputs
 from jobs.reduce import nonfinite_line
 from jobs.run import RunDir
+from jobs.settings import RunSettings
 from landscape import figures, surface
 from landscape.engine import curvature
 from landscape.errors import UserError
@@ -68,6 +69,16 @@ def _writing(run: RunDir, driven: bool, sched: dict[int, tuple[str, str]]) -> se
     return out
 
 
+def _hessian_line(settings: RunSettings, metas: list[dict]) -> str:
+    """What curvature costs (once tiles are done) and over how many samples of which split it is measured."""
+    h = settings.hessian
+    used = [n for n in (h.samples, settings.data.subset) if n]
+    over = f"over {min(used)} samples of the {h.split} split" if used else f"over the whole {h.split} split"
+    over += f" (hessian.samples={h.samples})" if h.samples else ""
+    cost = curvature.cost_line(metas, h.hvps_per_point())
+    return f"{cost}, {over}" if cost else f"hessian: curvature {over}"
+
+
 def summary(run: RunDir) -> str:
     """A few lines a researcher can read at a glance."""
     settings = run.settings  # first: a clear error when this is no run directory
@@ -90,6 +101,10 @@ def summary(run: RunDir) -> str:
              f"tiles: {len(metas)} done, {len(running)} running, {len(queued)} queued, {len(failed)} failed, "
              f"{len(reasons) - len(running) - len(queued) - len(failed)} missing, {len(tiles)} total  "
              f"({done_points}/{total_points} points)"]
+    subset = settings.data.subset
+    if subset and (not metas or any(m.get("subset_leaves_out") for m in metas)):
+        lines.append(f"data: every value from a seeded subset of {subset} samples per split (data.subset={subset}): "
+                     "approximate")
     for tid, (state, log) in list(failed.items())[:10]:
         lines.append(f"  tile {tid}: {arrays.meaning(state)}" + (f"  log: {log}" if log else ""))
     for tid, why in [(t, w) for t, w in reasons.items() if w != "missing"][:10]:
@@ -117,8 +132,8 @@ def summary(run: RunDir) -> str:
     if checks:
         lines.append(f"precision check: {settings.precision} vs fp32, largest relative loss difference "
                      f"{max(checks):.2e} over {len(checks)} tiles")
-    if settings.hessian and (cost := curvature.cost_line(metas, settings.hessian.hvps_per_point())):
-        lines.append(cost)
+    if settings.hessian:
+        lines.append(_hessian_line(settings, metas))
     engines = Counter(_engine(m) for m in metas if "engine_mode" in m)
     if engines:
         lines.append("engine: " + "; ".join(f"{k} ({n} tiles)" if len(engines) > 1 else k for k, n in engines.items()))

@@ -1,0 +1,46 @@
+"""An approximate or untrustworthy value is said where the user looks (driver output, landscape-status, plot
+titles), and a run that cannot go on as advised is not advised to."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import cli
+from landscape import plot_curvature
+from landscape.plot import PlotOptions, read_surface
+
+QUICK = ["grid.resolution=3", "launcher.workers=1"]
+
+
+@pytest.fixture(scope="module")
+def subset_run(trained, tmp_path_factory) -> tuple[Path, str]:
+    """A 3x3 surface with curvature, its values over 100 training samples, its curvature over 64 of them."""
+    run = tmp_path_factory.mktemp("subset") / "S"
+    out = cli("landscape-surface", "model=digits_cnn", "data=digits", f"checkpoint={trained / 'last.pt'}", *QUICK,
+              "data.subset=100", "metrics=[loss,hessian]", "hessian.samples=64", "hessian.max_iter=8",
+              "hessian.trace_probes=0", f"run.dir={run}").stdout
+    return run, out
+
+
+def test_a_subset_is_said_by_the_driver_status_and_titles(subset_run):
+    run, out = subset_run
+    data_line = next(line for line in out.splitlines() if line.startswith("data: train split"))
+    assert "100 of 1438 samples" in data_line and "data.subset=100" in data_line, data_line
+    assert "curvature over 64 of them" in data_line, data_line
+    status = cli("landscape-status", str(run)).stdout
+    assert "data.subset=100" in status and "approximate" in status, status
+    surf = read_surface(run / "surface.h5")
+    assert "data.subset=100" in surf.heading("train_loss") and "data.subset=100" in surf.subject
+
+
+def test_hessian_samples_are_said_in_status_and_curvature_titles(subset_run, monkeypatch, tmp_path):
+    run, _ = subset_run
+    hessian = next(line for line in cli("landscape-status", str(run)).stdout.splitlines()
+                   if line.startswith("hessian:"))
+    assert "64 samples of the train split (hessian.samples=64)" in hessian, hessian
+    titles = []
+    monkeypatch.setattr(plot_curvature, "plot_2d", lambda *a, **k: titles.append(a[8]) or [])
+    plot_curvature.plot_curvature_file(run / "surface.h5", tmp_path, PlotOptions())
+    assert titles and all("64 samples of the train split" in t and "data.subset=100" in t for t in titles), titles
+
