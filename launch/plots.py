@@ -43,6 +43,12 @@ def _output_folder(out: Path) -> Path:
     return out
 
 
+def check_dir(opts: PlotOptions) -> None:
+    """plot.dir checked before anything is computed: a file there is refused now, not after the surface."""
+    if opts.dir:
+        _output_folder(Path(opts.dir))
+
+
 def draw(run: RunDir, opts: PlotOptions) -> list[Path]:
     """Every plot of the run's surface file into plots_dir; files of other names there are left alone."""
     out = _output_folder(plots_dir(run, opts))

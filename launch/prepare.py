@@ -32,6 +32,7 @@ from jobs.settings import RUN_FORMAT, ModelSettings, RunSettings, check_tiling, 
 from .config import PATH_KEYS
 
 Log = Callable[[str], None]
+Guard = Callable[[RunDir], None]
 
 
 def build_model(spec: ModelSettings) -> torch.nn.Module:
@@ -142,9 +143,9 @@ def warn_if_node_local(path: Path, log: Log) -> None:
 
 
 def reopen(run: RunDir, s: RunSettings, key: str, digests: dict[str, str], overrides: list[str], cfg: dict,
-           dry_run: bool) -> RunDir:
+           dry_run: bool, guard: Guard) -> RunDir:
     """An existing run of the same values on the same inputs; run.yaml refreshed to the new way of running
-    (nodes read it), except in a dry run."""
+    (nodes read it), except in a dry run, once `guard` (the driver's checks of the run's state) has passed."""
     if run.key != key:
         diffs, changed = differences(run.settings, s), inputs.changed(run.saved["inputs"], digests)
         if diffs:  # a size read from a data file that changed since (data.num_classes) names the file too
@@ -156,6 +157,7 @@ def reopen(run: RunDir, s: RunSettings, key: str, digests: dict[str, str], overr
     changed = inputs.changed_now(run, [run.directions_file])
     if changed:
         raise inputs.refusal(run.path, changed)
+    guard(run)
     if run.config != cfg and not dry_run:
         _write_run_yaml(run, {**run.saved, "overrides": overrides, "config": cfg})
         run = RunDir(run.path)
@@ -203,9 +205,10 @@ def read_inputs(s: RunSettings) -> Read:
 
 
 def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = True, elsewhere: bool = False,
-            log: Log = print, scratch: Path | None = None) -> RunDir:
+            log: Log = print, scratch: Path | None = None, guard: Guard = lambda run: None) -> RunDir:
     """The run directory for `cfg`: reopened if it holds the same key, else created. `workers_here`,
-    `elsewhere`: the backend's capabilities (`launch.backends.Backend`).
+    `elsewhere`: the backend's capabilities (`launch.backends.Backend`); `guard`: what must hold of an existing
+    run before anything is written into it (no other driver, no live array holding its tiles), a UserError if not.
 
     `scratch` (a dry run): nothing is written into run.dir; a new run is set up in `scratch` instead.
     """
@@ -225,7 +228,8 @@ def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = T
     if run.config_file.is_file():
         cfg = same_files_as_saved(cfg, run.config)
         s = parse(cfg)
-        return reopen(run, s, inputs.key(s, read.digests), read.digests, overrides, cfg, dry_run=scratch is not None)
+        return reopen(run, s, inputs.key(s, read.digests), read.digests, overrides, cfg, dry_run=scratch is not None,
+                      guard=guard)
     target = RunDir(scratch) if scratch is not None else run
     t0 = time.perf_counter()
     grid = create(s, cfg, overrides, read, key, target, log)

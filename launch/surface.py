@@ -19,7 +19,7 @@ from . import backends, config, lock
 from .cli import user_errors, with_saved_overrides
 from .plan import dry_run
 from .prepare import prepare
-from .plots import draw, plots_dir
+from .plots import check_dir, draw, plots_dir
 
 
 @user_errors
@@ -46,9 +46,11 @@ def drive(cfg: dict[str, Any], overrides: list[str], launcher: backends.Launcher
     """Prepare the run directory, compute its missing tiles with the chosen backend, reduce, plot."""
     backend = launcher.backend
     opts = plot_options(cfg["plot"])
+    check_dir(opts)
     if launcher.settings.dry_run:
         return dry_run(cfg, overrides, launcher)
-    run = prepare(cfg, overrides, workers_here=backend.workers_here, elsewhere=backend.elsewhere)
+    run = prepare(cfg, overrides, workers_here=backend.workers_here, elsewhere=backend.elsewhere,
+                  guard=lambda run: lock.refuse_other(run.path) if backend.computes else None)
     todo = [t.id for t in run.missing()]
     total = len(run.tiles)
     print(f"run {run.path}: {total - len(todo)}/{total} tiles done, {len(todo)} to compute "

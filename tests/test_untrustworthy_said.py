@@ -2,11 +2,15 @@
 titles), and a run that cannot go on as advised is not advised to."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from conftest import cli, one_error_line
 from landscape import plot_curvature
 from landscape.plot import PlotOptions, read_surface
 
@@ -44,3 +48,36 @@ def test_hessian_samples_are_said_in_status_and_curvature_titles(subset_run, mon
     plot_curvature.plot_curvature_file(run / "surface.h5", tmp_path, PlotOptions())
     assert titles and all("64 samples of the train split" in t and "data.subset=100" in t for t in titles), titles
 
+
+
+def test_engine_settings_that_cannot_run_are_refused_before_anything_is_written(base_args, tmp_path):
+    run = tmp_path / "XE"
+    proc = cli("landscape-surface", *base_args, *QUICK, "eval.bn=recalibrate", "eval.mode=vmap", f"run.dir={run}",
+               check=False)
+    one_error_line(proc.returncode, proc.stderr, "eval.bn=recalibrate")
+    assert "tiles done" not in proc.stdout and not run.exists()
+    cli("landscape-surface", *base_args, *QUICK, "eval.bn=recalibrate", "eval.mode=loop", f"run.dir={run}")
+
+
+def test_a_plot_dir_that_is_a_file_is_refused_before_computing(base_args, tmp_path):
+    (tmp_path / "figs").write_text("")
+    proc = cli("landscape-surface", *base_args, *QUICK, f"plot.dir={tmp_path / 'figs'}", f"run.dir={tmp_path / 'P'}",
+               check=False)
+    one_error_line(proc.returncode, proc.stderr, "is a file")
+    assert not (tmp_path / "P").exists()
+
+
+def test_a_second_driver_is_refused_before_run_yaml_is_rewritten(base_args, tmp_path):
+    run = tmp_path / "D"
+    cli("landscape-surface", *base_args, "grid.resolution=3", "launcher=none", f"run.dir={run}")
+    saved = (run / "run.yaml").read_text()
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (run / "driver.json").write_text(json.dumps({"host": os.uname().nodename, "pid": other.pid,
+                                                     "launcher": "local", "started": time.time()}))
+        proc = cli("landscape-surface", *base_args, *QUICK, "launcher.workers=2", f"run.dir={run}", check=False)
+    finally:
+        other.kill()
+        other.wait()
+    one_error_line(proc.returncode, proc.stderr, "another landscape-surface is computing")
+    assert (run / "run.yaml").read_text() == saved and not list((run / "tiles").glob("*.h5"))
