@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -81,3 +82,13 @@ def test_a_second_driver_is_refused_before_run_yaml_is_rewritten(base_args, tmp_
         other.wait()
     one_error_line(proc.returncode, proc.stderr, "another landscape-surface is computing")
     assert (run / "run.yaml").read_text() == saved and not list((run / "tiles").glob("*.h5"))
+
+
+def test_a_line_of_length_zero_is_refused_like_a_plane(base_args, trained, tmp_path):
+    shutil.copy(trained / "last.pt", tmp_path / "same.pt")  # another path, the same weights
+    for start in (trained / "last.pt", tmp_path / "same.pt"):
+        run = tmp_path / f"L-{start.stem}"
+        proc = cli("landscape-surface", *base_args, "directions=line", f"directions.start={start}",
+                   "grid.resolution=5", f"run.dir={run}", check=False)
+        one_error_line(proc.returncode, proc.stderr, "directions.start has the centre checkpoint's weights")
+        assert not run.exists()
