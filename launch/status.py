@@ -1,7 +1,6 @@
 """`landscape-status RUN_DIR`: tiles done / running / missing, points per second, time left."""
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -15,31 +14,16 @@ from landscape.engine import curvature
 from landscape.errors import UserError
 
 from . import lock
-from . import backends
 from .backends import arrays
 from .cli import user_errors
 from .progress import clock_text
 
 
-def scheduler_view(run: RunDir, missing: set[int]) -> dict[int, tuple[str, str]]:
-    """For missing tiles of submitted arrays: (scheduler state, log excerpt) of their latest task."""
-    latest: dict[int, tuple[dict, str]] = {}
-    for entry in arrays.records(run):
-        for index, tile_ids in entry["tasks"].items():
-            for tid in tile_ids:
-                latest[tid] = (entry, index)
-    view, states = {}, {}
-    for tid in sorted(missing & set(latest)):
-        entry, index = latest[tid]
-        key = (entry["backend"], entry["array"])
-        if key not in states:
-            try:
-                states[key] = backends.get(entry["backend"]).task_states(entry)
-            except (OSError, subprocess.SubprocessError) as err:
-                states[key] = {"?": f"unknown ({err})"}
-        state = states[key].get(index, "UNKNOWN")
-        view[tid] = (state, arrays.log_tail(entry, index) if state not in arrays.ACTIVE else "")
-    return view
+def scheduler_view(view: dict[int, tuple[dict, str, str]]) -> dict[int, tuple[str, str]]:
+    """For missing tiles of submitted arrays (`arrays.task_view`): (scheduler state, log excerpt) of their latest
+    task."""
+    return {tid: (state, arrays.log_tail(entry, index) if state not in arrays.ACTIVE else "")
+            for tid, (entry, index, state) in view.items()}
 
 
 def _engine(m: dict) -> str:
@@ -88,7 +72,8 @@ def summary(run: RunDir) -> str:
     done = {tid: s.meta for tid, s in states.items() if s.done}
     metas = list(done.values())
     driver = lock.current_driver(run.path)
-    sched = scheduler_view(run, set(reasons))
+    view = arrays.task_view(run, set(reasons))
+    sched = scheduler_view(view)
     writing = _writing(run, driver is not None, sched)
     queued = {t for t, v in sched.items() if v[0] == "PENDING" and t not in writing}
     running = {t for t in reasons if t in writing or sched.get(t, ("",))[0] in arrays.ACTIVE} - queued
@@ -123,8 +108,11 @@ def summary(run: RunDir) -> str:
     stale = inputs.stale(run)
     if stale:  # a resume would be refused: say so here, not "to finish"
         lines.append(f"inputs changed: {inputs.refusal(run.path, stale)}")
+    held = arrays.held_line(run, view)
     if driver:
         lines.append(f"driver: {driver.describe()}")
+    elif held:  # the array computes them: computing them here too would compute them twice
+        lines.append(f"array: {held}")
     elif reasons and not running and not stale:
         lines.append(f"to finish: landscape-surface run.dir={run.path}  (computes only the missing tiles)")
     checks = [float(m["precision_check"]) for m in metas if "precision_check" in m]
