@@ -21,6 +21,9 @@ from . import config
 from .cli import absolute_paths, user_errors
 
 
+MERGE = "landscape-surface run.dir={run} launcher=none"  # merges the tiles into surface.h5 and plots, computes nothing
+
+
 def _anything_done(run: RunDir) -> bool:
     """Whether surface.h5 holds any computed point; a truncated file says how to rebuild it."""
     try:
@@ -28,7 +31,15 @@ def _anything_done(run: RunDir) -> bool:
             return bool(f["done"][()].any()) and "xcoordinates" in f
     except (OSError, KeyError) as err:
         raise UserError(f"{run.surface_file} is unreadable ({first_line(err)}): rebuild it from the tiles "
-                        f"with landscape-surface run.dir={run.path} launcher=none") from err
+                        f"with {MERGE.format(run=run.path)}") from err
+
+
+def _no_surface(run: RunDir) -> UserError:
+    """landscape-plot without surface.h5: merge the tiles of a run that has some, else compute."""
+    tiles = list((run.path / "tiles").glob("*.h5")) if run.config_file.is_file() else []
+    return UserError(f"{run.surface_file} does not exist: "
+                     + (f"{len(tiles)} tile files are not merged yet; merge them with {MERGE.format(run=run.path)}" if tiles
+                        else "run landscape-surface first"))
 
 
 def plots_dir(run: RunDir, opts: PlotOptions) -> Path:
@@ -112,7 +123,7 @@ def main(argv: list[str]) -> int:
         return 0
     run = RunDir(Path(str(cfg["run"]["dir"])))
     if not run.surface_file.is_file():
-        raise UserError(f"{run.surface_file} does not exist: run landscape-surface first")
+        raise _no_surface(run)
     plots = draw(run, opts)
     print(f"plots {plots_dir(run, opts)}: {', '.join(p.name for p in plots)}")
     return 0

@@ -16,6 +16,7 @@ from landscape.errors import UserError
 from . import lock
 from .backends import arrays
 from .cli import user_errors
+from .plots import MERGE
 from .progress import clock_text
 
 
@@ -61,6 +62,12 @@ def _hessian_line(settings: RunSettings, metas: list[dict]) -> str:
     over += f" (hessian.samples={h.samples})" if h.samples else ""
     cost = curvature.cost_line(metas, h.hvps_per_point())
     return f"{cost}, {over}" if cost else f"hessian: curvature {over}"
+
+
+def _unmerged(run: RunDir, done: dict[int, dict]) -> int:
+    """How many finished tiles were written after surface.h5 (all of them where there is none)."""
+    merged = run.surface_file.stat().st_mtime if run.surface_file.is_file() else float("-inf")
+    return sum(run.tile_file(run.tiles[tid]).stat().st_mtime > merged for tid in done)
 
 
 def summary(run: RunDir) -> str:
@@ -109,6 +116,10 @@ def summary(run: RunDir) -> str:
     if stale:  # a resume would be refused: say so here, not "to finish"
         lines.append(f"inputs changed: {inputs.refusal(run.path, stale)}")
     held = arrays.held_line(run, view)
+    unmerged = _unmerged(run, done) if not driver and (not reasons or held) else 0
+    if unmerged:  # a run that returned after submitting (launcher.wait=false) merges only when asked
+        lines.append(f"merge: {run.surface_file} lacks {unmerged} finished {'tile' if unmerged == 1 else 'tiles'}: "
+                     f"merge them with {MERGE.format(run=run.path)}")
     if driver:
         lines.append(f"driver: {driver.describe()}")
     elif held:  # the array computes them: computing them here too would compute them twice

@@ -92,3 +92,17 @@ def test_a_line_of_length_zero_is_refused_like_a_plane(base_args, trained, tmp_p
                    "grid.resolution=5", f"run.dir={run}", check=False)
         one_error_line(proc.returncode, proc.stderr, "directions.start has the centre checkpoint's weights")
         assert not run.exists()
+
+
+def test_finished_tiles_not_merged_name_the_merging_command(base_args, tmp_path):
+    run = tmp_path / "SW"
+    cli("landscape-surface", *base_args, *QUICK, "grid.tile=2", f"run.dir={run}")
+    assert "merge:" not in cli("landscape-status", str(run)).stdout
+    (run / "surface.h5").unlink()  # as after launcher.wait=false: every tile done, none merged
+    merge = f"landscape-surface run.dir={run} launcher=none"
+    status = cli("landscape-status", str(run)).stdout
+    assert f"merge: {run / 'surface.h5'} lacks 4 finished tiles: merge them with {merge}" in status, status
+    proc = cli("landscape-plot", str(run), check=False)
+    one_error_line(proc.returncode, proc.stderr, f"4 tile files are not merged yet; merge them with {merge}")
+    cli("landscape-surface", f"run.dir={run}", "launcher=none")
+    assert "merge:" not in cli("landscape-status", str(run)).stdout
