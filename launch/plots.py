@@ -24,7 +24,7 @@ from .cli import absolute_paths, user_errors
 MERGE = "landscape-surface run.dir={run} launcher=none"  # merges the tiles into surface.h5 and plots, computes nothing
 
 
-def _anything_done(run: RunDir) -> bool:
+def anything_done(run: RunDir) -> bool:
     """Whether surface.h5 holds any computed point; a truncated file says how to rebuild it."""
     try:
         with h5open(run.surface_file) as f:
@@ -63,7 +63,7 @@ def check_dir(opts: PlotOptions) -> None:
 def draw(run: RunDir, opts: PlotOptions) -> list[Path]:
     """Every plot of the run's surface file into plots_dir; files of other names there are left alone."""
     out = _output_folder(plots_dir(run, opts))
-    if not _anything_done(run):
+    if not anything_done(run):
         return []  # nothing computed yet: nothing to draw
     return plot_surface_file(run.surface_file, out, opts, leave_out=OWN) + plot_curvature_file(run.surface_file, out, opts)
 
@@ -77,7 +77,7 @@ def compare(runs: list[RunDir], opts: PlotOptions) -> tuple[list[Path], list[str
     """Figures of several runs on shared scales into compare_dir: (files written, notes for the user). Tables of
     numbers over the same runs belong in the same folder, their files added to what this returns."""
     for run in runs:
-        if not run.surface_file.is_file() or not _anything_done(run):
+        if not run.surface_file.is_file() or not anything_done(run):
             raise UserError(f"{run.path} has no computed surface yet: run landscape-surface for it first")
     labels = [r.path.name for r in runs]
     labels = labels if len(set(labels)) == len(labels) else [str(r.path) for r in runs]

@@ -16,7 +16,7 @@ from landscape.errors import UserError
 from . import lock
 from .backends import arrays
 from .cli import user_errors
-from .plots import MERGE
+from .plots import MERGE, anything_done
 from .progress import clock_text
 
 
@@ -68,6 +68,17 @@ def _unmerged(run: RunDir, done: dict[int, dict]) -> int:
     """How many finished tiles were written after surface.h5 (all of them where there is none)."""
     merged = run.surface_file.stat().st_mtime if run.surface_file.is_file() else float("-inf")
     return sum(run.tile_file(run.tiles[tid]).stat().st_mtime > merged for tid in done)
+
+
+def _unreadable(run: RunDir) -> str:
+    """What is wrong with surface.h5 and how to rebuild it; '' where it reads (or is not there)."""
+    if not run.surface_file.is_file():
+        return ""
+    try:
+        anything_done(run)
+    except UserError as err:
+        return str(err)
+    return ""
 
 
 def summary(run: RunDir) -> str:
@@ -140,7 +151,10 @@ def summary(run: RunDir) -> str:
     if len(made_by) > 1:
         lines.append("computed on: " + surface.tile_counts(made_by)
                      + " (values agree to rounding across these, not bitwise)")
-    if run.surface_file.is_file():
+    unreadable = _unreadable(run)
+    if unreadable:
+        lines.append(f"surface: {unreadable}")
+    elif run.surface_file.is_file():
         lines.append(f"surface: {run.surface_file}")
         if not reasons:  # finished: the figures the surface holds (landscape-stats compares runs)
             lines += ["figures:", *("  " + line for line in figures.table(

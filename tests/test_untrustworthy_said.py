@@ -106,3 +106,13 @@ def test_finished_tiles_not_merged_name_the_merging_command(base_args, tmp_path)
     one_error_line(proc.returncode, proc.stderr, f"4 tile files are not merged yet; merge them with {merge}")
     cli("landscape-surface", f"run.dir={run}", "launcher=none")
     assert "merge:" not in cli("landscape-status", str(run)).stdout
+
+
+def test_status_of_a_truncated_surface_shows_the_tiles_and_how_to_rebuild(base_args, tmp_path):
+    run = tmp_path / "T"
+    cli("landscape-surface", *base_args, *QUICK, f"run.dir={run}")
+    with open(run / "surface.h5", "r+b") as f:
+        f.truncate(2000)
+    proc = cli("landscape-status", str(run), check=False)
+    assert "tiles: 1 done" in proc.stdout, proc.stdout + proc.stderr
+    assert f"is unreadable" in proc.stdout and f"landscape-surface run.dir={run} launcher=none" in proc.stdout
