@@ -82,8 +82,10 @@ def drive(cfg: dict[str, Any], overrides: list[str], launcher: backends.Launcher
     if result.done < result.total and not backend.computes:
         print(f"{result.total - result.done} tiles missing; launcher={backend.name} computes nothing")
     elif result.done < result.total:
-        raise UserError(f"{result.total - result.done} tiles are missing: run the same command again "
-                        f"to compute only those (landscape-status {run.path} shows which)")
+        missing = result.total - result.done
+        raise UserError(f"{missing} {'tile is' if missing == 1 else 'tiles are'} missing: run the same command "
+                        f"again to compute only {'it' if missing == 1 else 'those'} (landscape-status {run.path} "
+                        "shows which)")
     return 0
 
 

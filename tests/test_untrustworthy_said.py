@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import cli, one_error_line
+from conftest import BIN, cli, one_error_line, wait_for
 from landscape import plot_curvature
+from launch import lock
 from landscape.plot import PlotOptions, read_surface
 
 QUICK = ["grid.resolution=3", "launcher.workers=1"]
@@ -116,3 +118,20 @@ def test_status_of_a_truncated_surface_shows_the_tiles_and_how_to_rebuild(base_a
     proc = cli("landscape-status", str(run), check=False)
     assert "tiles: 1 done" in proc.stdout, proc.stdout + proc.stderr
     assert f"is unreadable" in proc.stdout and f"landscape-surface run.dir={run} launcher=none" in proc.stdout
+
+
+def test_a_killed_local_worker_is_reported_as_such(base_args, tmp_path):
+    """kill -9 of one of two local workers mid-tile: the driver says which died and how, and that 1 tile is missing."""
+    run = tmp_path / "K"
+    driver = subprocess.Popen([str(BIN / "landscape-surface"), *base_args, "grid.resolution=17", "grid.tile=4",
+                               "launcher.workers=2", f"run.dir={run}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: any(live for _, live in lock.writers(run)), timeout=120, poll=0.02)
+        victim = next(p.pid for p, live in lock.writers(run) if live)
+        os.kill(victim, signal.SIGKILL)
+        out, err = driver.communicate(timeout=300)
+    finally:
+        driver.kill()
+    assert f"warning: local worker pid {victim} was killed by signal 9 (SIGKILL)" in out, out
+    assert driver.returncode == 2 and "error: 1 tile is missing: run the same command again" in err, err
