@@ -64,6 +64,17 @@ def _hessian_line(settings: RunSettings, metas: list[dict]) -> str:
     return f"{cost}, {over}" if cost else f"hessian: curvature {over}"
 
 
+def _busy_seconds(metas: list[dict]) -> float:
+    """Seconds during which some tile was computed: the union of the tiles' (start, finish) spans, so that idle time
+    between sessions of a resumed run does not count."""
+    total, end = 0.0, float("-inf")
+    for start, finish in sorted((float(m["finished"]) - float(m["seconds"]), float(m["finished"])) for m in metas):
+        if finish > end:
+            total += finish - max(start, end)
+            end = finish
+    return total
+
+
 def _unmerged(run: RunDir, done: dict[int, dict]) -> int:
     """How many finished tiles were written after surface.h5 (all of them where there is none)."""
     merged = run.surface_file.stat().st_mtime if run.surface_file.is_file() else float("-inf")
@@ -116,12 +127,11 @@ def summary(run: RunDir) -> str:
         lines.append(nonfinite)
     if metas:
         per_worker = done_points / max(sum(float(m["seconds"]) for m in metas), 1e-9)
-        start = min(float(m["finished"]) - float(m["seconds"]) for m in metas)
-        wall = max(float(m["finished"]) for m in metas) - start
-        overall = done_points / wall if wall > 0 else per_worker
+        busy = _busy_seconds(metas)
+        overall = done_points / busy if busy > 0 else per_worker
         left = total_points - done_points
-        lines.append(f"speed: {per_worker:.2f} points/s per worker, {overall:.2f} points/s overall")
-        if left:
+        lines.append(f"speed: {per_worker:.2f} points/s per worker, {overall:.2f} points/s overall (while computing)")
+        if left and (driver or running or queued):  # a stopped run has no time left to estimate
             lines.append(f"time left: about {clock_text(left / overall)} at the overall rate")
     stale = inputs.stale(run)
     if stale:  # a resume would be refused: say so here, not "to finish"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import h5py
 import pytest
 
 from conftest import BIN, cli, one_error_line, wait_for
@@ -135,3 +137,18 @@ def test_a_killed_local_worker_is_reported_as_such(base_args, tmp_path):
         driver.kill()
     assert f"warning: local worker pid {victim} was killed by signal 9 (SIGKILL)" in out, out
     assert driver.returncode == 2 and "error: 1 tile is missing: run the same command again" in err, err
+
+
+def test_a_stopped_run_has_no_time_left_and_its_speed_leaves_out_idle_time(base_args, tmp_path):
+    run = tmp_path / "I"
+    cli("landscape-surface", *base_args, *QUICK, "grid.tile=2", f"run.dir={run}")  # one worker: 4 tiles in turn
+    tiles = sorted((run / "tiles").glob("*.h5"))
+    for path in tiles[2:]:  # computed in a second session, an hour later
+        with h5py.File(path, "r+") as f:
+            f.attrs["finished"] = float(f.attrs["finished"]) + 3600
+    tiles[0].unlink()
+    status = cli("landscape-status", str(run)).stdout
+    speed = next(line for line in status.splitlines() if line.startswith("speed:"))
+    per_worker, overall = re.findall(r"([\d.]+) points/s", speed)
+    assert per_worker == overall, speed  # tiles one after another: computing time is the sum of theirs
+    assert "time left" not in status and "to finish" in status, status
