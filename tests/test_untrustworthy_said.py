@@ -152,3 +152,11 @@ def test_a_stopped_run_has_no_time_left_and_its_speed_leaves_out_idle_time(base_
     per_worker, overall = re.findall(r"([\d.]+) points/s", speed)
     assert per_worker == overall, speed  # tiles one after another: computing time is the sum of theirs
     assert "time left" not in status and "to finish" in status, status
+
+
+@pytest.mark.parametrize("split, cost", [("train", "160.0 GB for the train split)"),
+                                         ("both", "320.0 GB for the train and test splits)")])
+def test_a_grid_too_large_to_hold_names_the_splits_evaluated(base_args, tmp_path, split, cost):
+    proc = cli("landscape-surface", *base_args, "grid.resolution=100000", f"data.split={split}",
+               f"run.dir={tmp_path / 'G'}", check=False)
+    one_error_line(proc.returncode, proc.stderr, f"(80.0 GB each, {cost}")
