@@ -107,7 +107,8 @@ def _check_points(resolution: Any, counts: list[int], splits: Sequence[str]) -> 
                         "grid.resolution, or a narrower grid.range around the region you need")
 
 
-def make_grid(dims: int, resolution: int | Sequence[int], range_: Any, splits: Sequence[str] = ("train",)) -> Grid:
+def make_grid(dims: int, resolution: int | Sequence[int], range_: Any,
+              splits: Sequence[str] = ("train", "test")) -> Grid:
     """`range_` is `[lo, hi]` for every axis (`R` alone means `[-R, R]`) or `[[xlo, xhi], [ylo, yhi]]`; `splits`:
     the splits whose maps the merged surface will hold (what a grid too large to hold is said to cost).
 
