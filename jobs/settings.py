@@ -181,7 +181,7 @@ def parse(cfg: Mapping[str, Any]) -> RunSettings:
     seed = whole_number(cfg["seed"], "seed", 0)
     return RunSettings(
         checkpoint=_checkpoint(cfg["checkpoint"]), seed=seed, loss=_loss(cfg["loss"]),
-        precision=_precision(cfg["precision"]), grid=_grid(cfg["grid"], d.kind, len(d.seeds(seed))), directions=d,
+        precision=_precision(cfg["precision"]), grid=_grid(cfg["grid"], d.kind, len(d.seeds(seed)), data.split_names(cfg["data"]["split"])), directions=d,
         model=_model(cfg["model"]), data=_data(cfg["data"]), engine=EngineOptions.parse(_engine_keys(cfg["eval"])),
         hessian=_hessian(cfg["metrics"], cfg["hessian"], data.split_names(cfg["data"]["split"])),
         device=str(cfg["eval"].get("device", "auto")), plot=plot_options(cfg.get("plot") or {}),
@@ -297,8 +297,9 @@ def _points(points: Any) -> None:
                         "directions.points='[w1.pt,w2.pt]' (the centre checkpoint is the third)")
 
 
-def _grid(g: Mapping[str, Any], kind: str, planes: int) -> GridSettings:
-    """grid.*: every value checked by building the grid once (the tiling's bounds included)."""
+def _grid(g: Mapping[str, Any], kind: str, planes: int, splits: tuple[str, ...]) -> GridSettings:
+    """grid.*: every value checked by building the grid once (the tiling's bounds included); `splits`: those
+    evaluated, whose maps the surface holds."""
     dims = g["dims"]
     if kind == "line" and dims not in (None, 1):
         raise UserError("directions=line gives a 1D curve: leave grid.dims unset or set it to 1")
@@ -306,7 +307,8 @@ def _grid(g: Mapping[str, Any], kind: str, planes: int) -> GridSettings:
         raise UserError(f"directions={kind} gives a 2D plane: leave grid.dims unset or set it to 2")
     settings = GridSettings((1 if kind == "line" else 2) if dims is None else dims, g["resolution"], g["range"],
                             g["tile"])
-    check_tiling(settings.grid(settings.default_range(kind)), settings.tile, planes)  # fitted ranges: later
+    grid = make_grid(settings.dims, settings.resolution, settings.default_range(kind), splits)
+    check_tiling(grid, settings.tile, planes)  # fitted ranges: later
     return settings
 
 

@@ -162,8 +162,12 @@ def _plane_coords(x: Sequence[torch.Tensor], y: Sequence[torch.Tensor], step: Se
 
 
 def line_direction(names: list[str], start: StateDict, end: StateDict, buffer_names: list[str]) -> Directions:
-    """`theta(a) = start + a (end - start)`: a=0 is `start`, a=1 is `end`; float buffers move too."""
+    """`theta(a) = start + a (end - start)`: a=0 is `start`, a=1 is `end`; float buffers move too. Refused where
+    `start` has `end`'s weights: a line of length 0, every point the same network."""
     x = [(end[n].float() - start[n].float()) for n in names]
+    if not any(bool(d.ne(0).any()) for d in x):
+        raise UserError("directions.start has the centre checkpoint's weights: the line has length 0; "
+                        "give another checkpoint as directions.start")
     buffers = {b: end[b].float() - start[b].float() for b in buffer_names if start[b].is_floating_point()}
     return Directions(names, x, None, buffers, attrs={"kind": "line"})
 

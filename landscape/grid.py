@@ -95,20 +95,22 @@ def _ranges(range_: Any, dims: int) -> list[tuple[float, float]]:
     raise UserError(f"grid.range is {range_!r}: give [lo, hi], R for [-R, R], or {per_axis} (finite numbers)")
 
 
-def _check_points(resolution: Any, counts: list[int]) -> None:
+def _check_points(resolution: Any, counts: list[int], splits: Sequence[str]) -> None:
     """Refuse a grid whose merged surface cannot be held: each split's loss and accuracy is a (ny, nx) array."""
     npoints = math.prod(counts)
     if npoints > MAX_POINTS:
         gb = npoints * 8 / 1e9
         raise UserError(f"grid.resolution is {resolution}: {npoints:,} points ({'x'.join(map(str, counts))}) "
                         f"are too many to hold: the merged surface keeps each split's loss and accuracy as "
-                        f"(ny, nx) float64 arrays in memory ({gb:,.1f} GB each, {4 * gb:,.1f} GB for train and "
-                        f"test); at most {MAX_POINTS:,} points (e.g. 10000x10000, 0.8 GB per array): use a coarser "
+                        f"(ny, nx) float64 arrays in memory ({gb:,.1f} GB each, {2 * len(splits) * gb:,.1f} GB for "
+                        f"the {' and '.join(splits)} split{'s' if len(splits) > 1 else ''}); at most {MAX_POINTS:,} points (e.g. 10000x10000, 0.8 GB per array): use a coarser "
                         "grid.resolution, or a narrower grid.range around the region you need")
 
 
-def make_grid(dims: int, resolution: int | Sequence[int], range_: Any) -> Grid:
-    """`range_` is `[lo, hi]` for every axis (`R` alone means `[-R, R]`) or `[[xlo, xhi], [ylo, yhi]]`.
+def make_grid(dims: int, resolution: int | Sequence[int], range_: Any,
+              splits: Sequence[str] = ("train", "test")) -> Grid:
+    """`range_` is `[lo, hi]` for every axis (`R` alone means `[-R, R]`) or `[[xlo, xhi], [ylo, yhi]]`; `splits`:
+    the splits whose maps the merged surface will hold (what a grid too large to hold is said to cost).
 
     Every value is checked here (a UserError naming the key), so the library and the CLI refuse the same input.
     """
@@ -120,7 +122,7 @@ def make_grid(dims: int, resolution: int | Sequence[int], range_: Any) -> Grid:
     if dims == 2 and min(counts) < 2:
         raise UserError(f"grid.resolution is {resolution}: a 2D grid needs at least 2 points per axis; "
                         "use grid.dims=1 for a curve")
-    _check_points(resolution, counts)
+    _check_points(resolution, counts, splits)
     axes = [_axis(c, lo, hi, n) for c, (lo, hi), n in zip(counts, ranges, "xy")]
     return Grid(axes[0], axes[1] if dims == 2 else None)
 

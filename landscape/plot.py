@@ -179,7 +179,17 @@ class Surface:
         """What the surface is of: the checkpoint's file stem, `start -> checkpoint` for a line, then the title."""
         m = self.meta
         who = f"{m['start']} -> {m['checkpoint']}" if m["directions"] == "line" else m["checkpoint"]
-        return ": ".join(part for part in (who, m["title"]) if part)
+        subset = m["approximate_subset"]
+        return ": ".join(part for part in (who, m["title"]) if part) + \
+            (f"\napproximate: {subset} samples per split (data.subset={subset})" if subset else "")
+
+    @property
+    def curvature_samples(self) -> str:
+        """Over which samples the curvature maps are measured (hessian.samples, data.subset)."""
+        m = self.meta
+        used = [int(n) for n in (m["hessian_samples"], m["approximate_subset"]) if n.isdigit()]
+        return f"over {min(used)} samples of the {m['hessian_split']} split" if used else \
+            f"over the whole {m['hessian_split']} split"
 
     def heading(self, name: str) -> str:
         """A figure title: the subject, then the map and its split."""
@@ -198,7 +208,6 @@ class Surface:
             return {0.0: f"a=0: {m['start'] or 'start'}", 1.0: f"a=1: {m['checkpoint'] or 'checkpoint'}"}
         return {0.0: self.centre} if self.centre else {}
 
-
     @property
     def isometric(self) -> bool:
         """Whether the directions are orthogonal and of one length: drawn to equal scale, lengths and angles are
@@ -206,7 +215,8 @@ class Surface:
         return self.meta["isometric"] == "True"
 
 
-META = ("title", "xlabel", "ylabel", "checkpoint", "start", "directions", "isometric")
+META = ("title", "xlabel", "ylabel", "checkpoint", "start", "directions", "isometric", "approximate_subset",
+        "hessian_samples", "hessian_split")
 
 
 def read_surface(path: str | Path) -> Surface:

@@ -32,7 +32,7 @@ def plot_curvature_file(path: str | Path, out_dir: str | Path, opts: PlotOptions
     loss = next(k for k in ("train_loss", "test_loss") if k in surf.maps)
     values = {k: surf.maps[k] for k in ("max_eig", "min_eig", "trace", loss) if k in surf.maps}
     x, y = surf.x, surf.y
-    xlabel, ylabel, title = surf.meta["xlabel"], surf.meta["ylabel"], surf.meta["title"]
+    xlabel, ylabel, title = surf.meta["xlabel"], surf.meta["ylabel"], f"{surf.subject}\ncurvature {surf.curvature_samples}"
     values[CONVEXITY] = convexity(values["max_eig"], values["min_eig"])
     free = replace(opts, clip=None, vmin=None, vmax=None)
     if y is None:
@@ -44,7 +44,7 @@ def plot_curvature_file(path: str | Path, out_dir: str | Path, opts: PlotOptions
         if key not in values:
             continue
         o = free if key in ("max_eig", CONVEXITY) else replace(free, log_scale=False)
-        heading = f"{title}\n{heading}" if title else heading
+        heading = f"{title}\n{heading}"
         paths += plot_2d(x, y, values[key], out_dir, key, o, xlabel, ylabel, heading)
     return paths
 

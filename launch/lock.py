@@ -77,13 +77,18 @@ def current_driver(run_path: Path) -> Driver | None:
     return driver if live or (live is None and age < STALE) else None
 
 
-@contextmanager
-def hold(run_path: Path, launcher: str) -> Iterator[Driver]:
-    """Be the run's one driver while the block runs: refuse if another lives, refresh the lock meanwhile."""
+def refuse_other(run_path: Path) -> None:
+    """A UserError while another driver computes this run (checked again when the lock is taken)."""
     other = current_driver(run_path)
     if other is not None and other.pid != os.getpid():
         raise UserError(f"another landscape-surface is computing {run_path} ({other.describe()}): follow it "
                         f"with landscape-status {run_path}, or stop it first")
+
+
+@contextmanager
+def hold(run_path: Path, launcher: str) -> Iterator[Driver]:
+    """Be the run's one driver while the block runs: refuse if another lives, refresh the lock meanwhile."""
+    refuse_other(run_path)
     me = Driver(os.uname().nodename, os.getpid(), launcher, time.time(), _start_ticks(os.getpid()))
     path = driver_file(run_path)
     tmp = path.with_name(f".driver.json.{me.pid}.tmp")

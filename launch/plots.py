@@ -22,14 +22,25 @@ from .cli import absolute_paths, user_errors
 from .stats import Unfinished, finished_rows
 
 
-def _anything_done(run: RunDir) -> bool:
+MERGE = "landscape-surface run.dir={run} launcher=none"  # merges the tiles into surface.h5 and plots, computes nothing
+
+
+def anything_done(run: RunDir) -> bool:
     """Whether surface.h5 holds any computed point; a truncated file says how to rebuild it."""
     try:
         with h5open(run.surface_file) as f:
             return bool(f["done"][()].any()) and "xcoordinates" in f
     except (OSError, KeyError) as err:
         raise UserError(f"{run.surface_file} is unreadable ({first_line(err)}): rebuild it from the tiles "
-                        f"with landscape-surface run.dir={run.path} launcher=none") from err
+                        f"with {MERGE.format(run=run.path)}") from err
+
+
+def _no_surface(run: RunDir) -> UserError:
+    """landscape-plot without surface.h5: merge the tiles of a run that has some, else compute."""
+    tiles = list((run.path / "tiles").glob("*.h5")) if run.config_file.is_file() else []
+    return UserError(f"{run.surface_file} does not exist: "
+                     + (f"{len(tiles)} tile files are not merged yet; merge them with {MERGE.format(run=run.path)}" if tiles
+                        else "run landscape-surface first"))
 
 
 def plots_dir(run: RunDir, opts: PlotOptions) -> Path:
@@ -44,10 +55,16 @@ def _output_folder(out: Path) -> Path:
     return out
 
 
+def check_dir(opts: PlotOptions) -> None:
+    """plot.dir checked before anything is computed: a file there is refused now, not after the surface."""
+    if opts.dir:
+        _output_folder(Path(opts.dir))
+
+
 def draw(run: RunDir, opts: PlotOptions) -> list[Path]:
     """Every plot of the run's surface file into plots_dir; files of other names there are left alone."""
     out = _output_folder(plots_dir(run, opts))
-    if not _anything_done(run):
+    if not anything_done(run):
         return []  # nothing computed yet: nothing to draw
     return plot_surface_file(run.surface_file, out, opts, leave_out=OWN) + plot_curvature_file(run.surface_file, out, opts)
 
@@ -61,7 +78,7 @@ def compare(runs: list[RunDir], opts: PlotOptions) -> tuple[list[Path], list[str
     """Figures of several runs on shared scales into compare_dir: (files written, notes for the user). Tables of
     numbers over the same runs belong in the same folder, their files added to what this returns."""
     for run in runs:
-        if not run.surface_file.is_file() or not _anything_done(run):
+        if not run.surface_file.is_file() or not anything_done(run):
             raise UserError(f"{run.path} has no computed surface yet: run landscape-surface for it first")
     labels = [r.path.name for r in runs]
     labels = labels if len(set(labels)) == len(labels) else [str(r.path) for r in runs]
@@ -112,7 +129,7 @@ def main(argv: list[str]) -> int:
         return 0
     run = RunDir(Path(str(cfg["run"]["dir"])))
     if not run.surface_file.is_file():
-        raise UserError(f"{run.surface_file} does not exist: run landscape-surface first")
+        raise _no_surface(run)
     plots = draw(run, opts)
     print(f"plots {plots_dir(run, opts)}: {', '.join(p.name for p in plots)}")
     return 0

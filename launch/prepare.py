@@ -32,6 +32,7 @@ from jobs.settings import RUN_FORMAT, ModelSettings, RunSettings, check_tiling, 
 from .config import PATH_KEYS
 
 Log = Callable[[str], None]
+Guard = Callable[[RunDir], None]
 
 
 def build_model(spec: ModelSettings) -> torch.nn.Module:
@@ -152,9 +153,9 @@ def warn_if_node_local(path: Path, log: Log) -> None:
 
 
 def reopen(run: RunDir, s: RunSettings, key: str, digests: dict[str, str], overrides: list[str], cfg: dict,
-           dry_run: bool) -> RunDir:
+           dry_run: bool, guard: Guard) -> RunDir:
     """An existing run of the same values on the same inputs; run.yaml refreshed to the new way of running
-    (nodes read it), except in a dry run."""
+    (nodes read it), except in a dry run, once `guard` (the driver's checks of the run's state) has passed."""
     if run.key != key:
         diffs, changed = differences(run.settings, s), inputs.changed(run.saved["inputs"], digests)
         if diffs:  # a size read from a data file that changed since (data.num_classes) names the file too
@@ -166,6 +167,7 @@ def reopen(run: RunDir, s: RunSettings, key: str, digests: dict[str, str], overr
     changed = inputs.changed_now(run, [run.directions_file])
     if changed:
         raise inputs.refusal(run.path, changed)
+    guard(run)
     if run.config != cfg and not dry_run:
         _write_run_yaml(run, {**run.saved, "overrides": overrides, "config": cfg})
         run = RunDir(run.path)
@@ -213,9 +215,10 @@ def read_inputs(s: RunSettings) -> Read:
 
 
 def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = True, elsewhere: bool = False,
-            log: Log = print, scratch: Path | None = None) -> RunDir:
+            log: Log = print, scratch: Path | None = None, guard: Guard = lambda run: None) -> RunDir:
     """The run directory for `cfg`: reopened if it holds the same key, else created. `workers_here`,
-    `elsewhere`: the backend's capabilities (`launch.backends.Backend`).
+    `elsewhere`: the backend's capabilities (`launch.backends.Backend`); `guard`: what must hold of an existing
+    run before anything is written into it (no other driver, no live array holding its tiles), a UserError if not.
 
     `scratch` (a dry run): nothing is written into run.dir; a new run is set up in `scratch` instead.
     """
@@ -235,7 +238,8 @@ def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = T
     if run.config_file.is_file():
         cfg = same_files_as_saved(cfg, run.config)
         s = parse(cfg)
-        return reopen(run, s, inputs.key(s, read.digests), read.digests, overrides, cfg, dry_run=scratch is not None)
+        return reopen(run, s, inputs.key(s, read.digests), read.digests, overrides, cfg, dry_run=scratch is not None,
+                      guard=guard)
     target = RunDir(scratch) if scratch is not None else run
     t0 = time.perf_counter()
     grid = create(s, cfg, overrides, read, key, target, log)
@@ -245,6 +249,18 @@ def prepare(cfg: dict[str, Any], overrides: list[str], *, workers_here: bool = T
     return target
 
 
+def _samples_evaluated(s: RunSettings, name: str, size: int) -> str:
+    """How many of a split's samples every value comes from: all, or a seeded subset (approximate values); and
+    how many of those the curvature takes (hessian.samples)."""
+    used = min(size, s.data.subset or size)
+    text = f"{size} samples" if used == size else \
+        f"{used} of {size} samples (data.subset={s.data.subset}, seeded: approximate values)"
+    h = s.hessian
+    if h and h.split == name and h.samples and h.samples < used:
+        text += f", curvature over {h.samples} of them (hessian.samples={h.samples})"
+    return text
+
+
 def create(s: RunSettings, cfg: dict[str, Any], overrides: list[str], read: Read, key: str, target: RunDir,
            log: Log) -> Grid:
     """A new run in `target`: the data checked against the model, the directions and grid fixed, run.yaml
@@ -252,8 +268,8 @@ def create(s: RunSettings, cfg: dict[str, Any], overrides: list[str], read: Read
     dataset = data.load(s.data.spec())
     for name in s.data.splits:
         split = dataset.split(name)
-        log(f"data: {name} split, {len(split)} samples of {'x'.join(map(str, split.x.shape[1:]))} "
-            f"{str(split.x.dtype).removeprefix('torch.')}, from {split.source}")
+        log(f"data: {name} split, {_samples_evaluated(s, name, len(split))} of "
+            f"{'x'.join(map(str, split.x.shape[1:]))} {str(split.x.dtype).removeprefix('torch.')}, from {split.source}")
         check_data_fits(read.model, split, dataset.num_classes, s.loss, name)
         if s.hessian and s.hessian.split == name and (s.hessian.samples or 0) > len(split):
             raise UserError(f"hessian.samples is {s.hessian.samples} but the {name} split holds {len(split)} "

@@ -16,10 +16,11 @@ from jobs.reduce import reduce
 from jobs.run import RunDir
 from jobs.settings import plot_options
 from . import backends, config, lock
+from .backends import arrays
 from .cli import user_errors, with_saved_overrides
 from .plan import dry_run
 from .prepare import prepare
-from .plots import draw, plots_dir
+from .plots import check_dir, draw, plots_dir
 
 
 @user_errors
@@ -42,13 +43,25 @@ def _compute(run: RunDir, todo: list[int], launcher: backends.Launcher) -> None:
                                 "to compute only the rest") from None
 
 
+def free_to_compute(run: RunDir) -> None:
+    """Refused before anything is written: another driver computes this run, or a live array of it still holds
+    some of its missing tiles (computing them here too would compute them twice)."""
+    lock.refuse_other(run.path)
+    if arrays.records(run):
+        held = arrays.held_line(run, arrays.task_view(run, {t.id for t in run.missing()}))
+        if held:
+            raise UserError(f"{held}; then run the same command again")
+
+
 def drive(cfg: dict[str, Any], overrides: list[str], launcher: backends.Launcher) -> int:
     """Prepare the run directory, compute its missing tiles with the chosen backend, reduce, plot."""
     backend = launcher.backend
     opts = plot_options(cfg["plot"])
+    check_dir(opts)
     if launcher.settings.dry_run:
         return dry_run(cfg, overrides, launcher)
-    run = prepare(cfg, overrides, workers_here=backend.workers_here, elsewhere=backend.elsewhere)
+    run = prepare(cfg, overrides, workers_here=backend.workers_here, elsewhere=backend.elsewhere,
+                  guard=free_to_compute if backend.computes else lambda run: None)
     todo = [t.id for t in run.missing()]
     total = len(run.tiles)
     print(f"run {run.path}: {total - len(todo)}/{total} tiles done, {len(todo)} to compute "
@@ -69,8 +82,10 @@ def drive(cfg: dict[str, Any], overrides: list[str], launcher: backends.Launcher
     if result.done < result.total and not backend.computes:
         print(f"{result.total - result.done} tiles missing; launcher={backend.name} computes nothing")
     elif result.done < result.total:
-        raise UserError(f"{result.total - result.done} tiles are missing: run the same command again "
-                        f"to compute only those (landscape-status {run.path} shows which)")
+        missing = result.total - result.done
+        raise UserError(f"{missing} {'tile is' if missing == 1 else 'tiles are'} missing: run the same command "
+                        f"again to compute only {'it' if missing == 1 else 'those'} (landscape-status {run.path} "
+                        "shows which)")
     return 0
 
 

@@ -94,8 +94,8 @@ def test_capabilities_of_the_real_backends():
     for name, expected in CAPABILITIES.items():
         b = backends.get(name)
         assert (b.submits, b.workers_here, b.every_rank, b.computes) == expected, name
-        assert (b.plan is not None, b.task_states is not None, b.ranks is not None) == (b.submits, b.submits,
-                                                                                         b.every_rank), name
+        assert (b.plan is not None, b.task_states is not None, b.cancel is not None, b.ranks is not None) == \
+            (b.submits, b.submits, b.submits, b.every_rank), name
 
 
 def test_a_capability_needs_its_hooks():
@@ -133,7 +133,7 @@ def fake(monkeypatch) -> list[list[int]]:
     module = types.ModuleType("launch.backends.fake")
     module.BACKEND = Backend(name="fake", submits=True, workers_here=False, every_rank=False, computes=True,
                              check=plain, run=run, plan=lambda tile_ids, settings: TaskPlan([[tile_ids]], 9, None),
-                             task_states=lambda entry: {"0": "RUNNING"})
+                             task_states=lambda entry: {"0": "RUNNING"}, cancel=lambda entry: "fakecancel 7")
     monkeypatch.setitem(sys.modules, "launch.backends.fake", module)
     return got
 
@@ -148,9 +148,15 @@ def test_a_new_submitting_backend_may_return_and_status_follows_it(fake, base_ar
     out = capsys.readouterr().out
     assert f"submitted; follow with: landscape-status {run}" in out and "launcher=fake" in out, out
     assert fake == [[0, 1, 2, 3]] and not (run / "surface.h5").exists()
-    assert "tiles: 0 done, 4 running, 0 queued, 0 failed, 0 missing" in status.summary(RunDir(run))
-    rc = surface.main(args)  # waiting on a backend that wrote no tile: the missing tiles are named
-    one_error_line(rc, capsys.readouterr().err, "4 tiles are missing: run the same command again")
+    summary = status.summary(RunDir(run))
+    assert "tiles: 0 done, 4 running, 0 queued, 0 failed, 0 missing" in summary and "to finish" not in summary
+    assert "array: 4 tiles are queued or running in fake array 7: wait for it" in summary, summary
+    assert "or cancel with: fakecancel 7" in summary, summary
+    saved = (run / "run.yaml").read_text()
+    for again in (args, [f"run.dir={run}", "launcher=local"]):  # the array holds every tile: none computed twice
+        rc = surface.main(again)
+        one_error_line(rc, capsys.readouterr().err, "4 tiles are queued or running in fake array 7")
+    assert fake == [[0, 1, 2, 3]] and (run / "run.yaml").read_text() == saved
 
 
 def test_the_dry_run_shows_a_new_backends_plan(fake, base_args, tmp_path, capsys):

@@ -159,13 +159,8 @@ class Evaluator:
 
 def recalibrating(options: EngineOptions) -> EngineOptions:
     """eval.bn=recalibrate runs one point at a time (each point's statistics are its own): loop mode, no CUDA
-    graph (a captured pass would replay the recalibration's kernels outside the check); vmap is refused."""
-    if options.bn != "recalibrate":
-        return options
-    if options.mode == "vmap":
-        raise UserError("eval.bn=recalibrate re-estimates BatchNorm statistics per point, in loop mode: "
-                        "use eval.mode=auto or loop")
-    return replace(options, mode="loop", cuda_graph="false")
+    graph (a captured pass would replay the recalibration's kernels outside the check); EngineOptions refuses vmap."""
+    return replace(options, mode="loop", cuda_graph="false") if options.bn == "recalibrate" else options
 
 
 def _device(device: str | torch.device) -> torch.device:

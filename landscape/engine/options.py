@@ -58,6 +58,9 @@ class EngineOptions:
                             "recalibrate (re-estimated at each point from seeded training batches)")
         for key in ("bn_batches", "bn_batch_size"):
             object.__setattr__(self, key, whole_number(getattr(self, key), f"eval.{key}", 1))
+        if self.bn == "recalibrate" and self.mode == "vmap":
+            raise UserError("eval.bn=recalibrate re-estimates BatchNorm statistics per point, in loop mode: "
+                            "use eval.mode=auto or loop")
 
     @classmethod
     def parse(cls, values: Mapping[str, Any]) -> EngineOptions:

@@ -37,6 +37,7 @@ class Backend:
     run: Callable[[RunDir, list[int], Any], None]           # compute (or submit) these tiles with the checked settings
     plan: Callable[[list[int], Any], TaskPlan] | None = None  # submits: the grouping the dry run shows
     task_states: Callable[[dict[str, Any]], dict[str, str]] | None = None  # submits: {task index: state} of a record
+    cancel: Callable[[dict[str, Any]], str] | None = None  # submits: the scheduler's command cancelling a record's array
     ranks: Callable[[Callable[[], int]], int] | None = None  # every_rank: each rank's entry around the driver
 
     @property
@@ -45,7 +46,7 @@ class Backend:
         return self.computes and not self.workers_here
 
     def __post_init__(self) -> None:
-        needs = {"plan": self.submits, "task_states": self.submits, "ranks": self.every_rank}
+        needs = {"plan": self.submits, "task_states": self.submits, "cancel": self.submits, "ranks": self.every_rank}
         missing = [hook for hook, needed in needs.items() if needed and getattr(self, hook) is None]
         if missing:
             raise TypeError(f"backend {self.name} lacks {', '.join(missing)}, which its capabilities need")

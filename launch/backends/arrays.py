@@ -20,7 +20,7 @@ from jobs.run import RunDir
 from jobs.tile import run_tiles
 from landscape.errors import UserError
 from ..progress import Progress
-from . import Backend, TaskPlan
+from . import Backend, TaskPlan, get
 from .settings import Reader, Settings
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "READY", "CONFIGURING", "SUSPENDED", "QUEUED"}
@@ -175,6 +175,45 @@ def _failure(job: submitit.Job) -> str:
     return state if state in FAILED else ""
 
 
+def task_view(run: RunDir, tile_ids: set[int]) -> dict[int, tuple[dict[str, Any], str, str]]:
+    """For those of `tile_ids` a recorded array holds: (the record, task index, scheduler state) of the latest task
+    holding each; the scheduler asked once per array, through the backend that submitted it (UNKNOWN where it
+    cannot be asked)."""
+    latest: dict[int, tuple[dict[str, Any], str]] = {}
+    for entry in records(run):
+        for index, tids in entry["tasks"].items():
+            for tid in tids:
+                latest[tid] = (entry, index)
+    states: dict[tuple[str, str], dict[str, str]] = {}
+    view = {}
+    for tid in sorted(tile_ids & set(latest)):
+        entry, index = latest[tid]
+        key = (entry["backend"], entry["array"])
+        if key not in states:
+            try:
+                states[key] = get(entry["backend"]).task_states(entry)
+            except (OSError, subprocess.SubprocessError):
+                states[key] = {}
+        view[tid] = (entry, index, states[key].get(index, "UNKNOWN"))
+    return view
+
+
+def held_line(run: RunDir, view: dict[int, tuple[dict[str, Any], str, str]]) -> str:
+    """'' unless tiles of `view` are queued or running in an array: how many, and how to wait or to cancel it."""
+    live: dict[tuple[str, str], dict[str, Any]] = {}
+    held = 0
+    for entry, _, state in view.values():
+        if state in ACTIVE:
+            live[(entry["backend"], entry["array"])] = entry
+            held += 1
+    if not held:
+        return ""
+    names = ", ".join(f"{backend} array {array}" for backend, array in live)
+    cancel = "; ".join(get(entry["backend"]).cancel(entry) for entry in live.values())
+    return (f"{held} {'tile is' if held == 1 else 'tiles are'} queued or running in {names}: wait for "
+            f"{'it' if len(live) == 1 else 'them'} (landscape-status {run.path}), or cancel with: {cancel}")
+
+
 def log_tail(entry: dict[str, Any], index: str, lines: int = 3) -> str:
     """The last lines of a task's stderr (submitit's `<array>_<index>_0_log.err`)."""
     path = Path(entry["folder"]) / f"{entry['array']}_{index}_0_log.err"
@@ -186,9 +225,11 @@ def log_tail(entry: dict[str, Any], index: str, lines: int = 3) -> str:
 
 def backend(name: str, check: Callable[[Mapping[str, Any]], A], executor: Callable[[Path, A], submitit.Executor],
             array_limit: Callable[[A], int], task_states: Callable[[dict[str, Any]], dict[str, str]],
-            info: Callable[[A], dict[str, Any]] = lambda settings: {}) -> Backend:
+            cancel: Callable[[dict[str, Any]], str], info: Callable[[A], dict[str, Any]] = lambda settings: {}
+            ) -> Backend:
     """A backend that submits job arrays. `array_limit`: the scheduler's tasks per array, asked only where
-    launcher.max_array_size is null; `info`: what to record with each submission for `task_states`."""
+    launcher.max_array_size is null; `cancel`: the command that cancels a recorded array; `info`: what to record
+    with each submission for `task_states`."""
     def plan(tile_ids: list[int], settings: A) -> TaskPlan:
         limit = (settings.max_array_size or array_limit(settings)) if tile_ids else 1  # no query for nothing
         return TaskPlan(task_groups(tile_ids, settings.tiles_per_task, limit), settings.tiles_per_task,
@@ -201,4 +242,4 @@ def backend(name: str, check: Callable[[Mapping[str, Any]], A], executor: Callab
             wait(run_dir, jobs, tile_ids, settings.poll_seconds, settings.stall_minutes * 60)
 
     return Backend(name=name, submits=True, workers_here=False, every_rank=False, computes=True, check=check,
-                   run=run, plan=plan, task_states=task_states)
+                   run=run, plan=plan, task_states=task_states, cancel=cancel)

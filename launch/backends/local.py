@@ -103,6 +103,16 @@ def run(run: RunDir, tile_ids: list[int], settings: LocalSettings) -> None:
             _run_workers(run, tile_ids, envs, lambda tid: bar.update(points[tid]))
 
 
+def _report_deaths(procs: list[mp.Process], reported: set[int]) -> None:
+    """Say once, as it happens, that a worker died (its exit code or signal): the tile it held stays missing."""
+    for p in procs:
+        if p.exitcode not in (None, 0) and p.pid not in reported:
+            reported.add(p.pid)
+            how = f"was killed by signal {-p.exitcode} ({signal.Signals(-p.exitcode).name})" if p.exitcode < 0 \
+                else f"exited with code {p.exitcode}"
+            print(f"warning: local worker pid {p.pid} {how}: the tile it was computing stays missing", flush=True)
+
+
 def _run_workers(run: RunDir, tile_ids: list[int], envs: list[dict[str, str]], on_done: Callable[[int], None]) -> None:
     """One spawned process per env, pulling tile ids from a queue; `on_done(tile_id)` here as each finishes."""
     ctx = mp.get_context("spawn")
@@ -117,14 +127,16 @@ def _run_workers(run: RunDir, tile_ids: list[int], envs: list[dict[str, str]], o
         for p in procs:
             p.start()
     try:
-        remaining = len(tile_ids)
+        remaining, dead = len(tile_ids), set()
         while remaining and any(p.is_alive() for p in procs):
+            _report_deaths(procs, dead)
             try:
                 tid = done.get(timeout=0.5)
             except queue.Empty:
                 continue
             on_done(tid)
             remaining -= 1
+        _report_deaths(procs, dead)
     except BaseException:
         _stop(procs)
         raise

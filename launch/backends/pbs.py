@@ -92,5 +92,13 @@ def task_view(array: str, states: dict[str, str]) -> dict[str, str]:
     return out
 
 
-BACKEND = arrays.backend("pbs", check, executor, array_limit, task_states,
+def cancel(entry: dict[str, Any]) -> str:
+    """The command that cancels a recorded submission: `qdel '1234[]'` (an array), `qdel 1234` (one task); under
+    Slurm's qsub wrapper, scancel."""
+    if slurm_wrapper():
+        return f"scancel {entry['array']}"
+    return f"qdel {entry['array']}" if list(entry["tasks"]) == [entry["array"]] else f"qdel '{entry['array']}[]'"
+
+
+BACKEND = arrays.backend("pbs", check, executor, array_limit, task_states, cancel,
                          info=lambda settings: {"flavor": settings.flavor})

@@ -63,10 +63,8 @@ def _indices(spec: str) -> list[str]:
     return out
 
 
-def task_states(entry: dict[str, Any]) -> dict[str, str]:
-    """State of each task of a recorded array, from sacct (`{index: state}`); pending ranges expanded."""
-    out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", entry["array"], "--format=JobID,State"],
-                         capture_output=True, text=True, timeout=60).stdout
+def _states(out: str) -> dict[str, str]:
+    """`JobID|State` lines (sacct, squeue) -> {task index: state}; pending ranges expanded."""
     states = {}
     for line in out.splitlines():
         job_id, _, state = line.partition("|")
@@ -77,4 +75,18 @@ def task_states(entry: dict[str, Any]) -> dict[str, str]:
     return states
 
 
-BACKEND = arrays.backend("slurm", check, executor, array_limit, task_states)
+def task_states(entry: dict[str, Any]) -> dict[str, str]:
+    """State of each task of a recorded array (`{index: state}`): sacct's, with squeue's word for the tasks still
+    queued or running (sacct may not know an array submitted a moment ago)."""
+    ask = [["sacct", "-n", "-P", "-X", "-j", entry["array"], "--format=JobID,State"],
+           ["squeue", "-h", "-r", "-j", entry["array"], "-o", "%i|%T"]]
+    return {k: v for cmd in ask for k, v in _states(subprocess.run(cmd, capture_output=True, text=True,
+                                                                    timeout=60).stdout).items()}
+
+
+def cancel(entry: dict[str, Any]) -> str:
+    """The command that cancels a recorded array (every task of it)."""
+    return f"scancel {entry['array']}"
+
+
+BACKEND = arrays.backend("slurm", check, executor, array_limit, task_states, cancel)
