@@ -22,7 +22,7 @@ from .run import RunDir
 @dataclass(frozen=True)
 class Reduced:
     """What a reduce found: the surface file, how complete it is, and its warning lines (non-finite losses,
-    lambda_min's sign unknown)."""
+    lambda_min's sign unknown, tiles of more than one device kind or thread count)."""
 
     path: Path
     done: int
@@ -137,7 +137,9 @@ def reduce(run_dir: str | Path) -> Reduced:
         arrays["train_loss"] = np.full(run.grid.shape, np.nan)
     surface.write_surface(run.surface_file, run.grid, arrays, str(run.directions_file.resolve()), attrs, extra,
                           fig_attrs)
-    lines = (nonfinite_line(run, {tid: r.meta for tid, r in read.items()}), curvature.sign_line(metas))
+    mixed = f"tiles computed on {surface.tile_counts(made_by)}: values agree to rounding across these, not " \
+        "bitwise" if len(made_by) > 1 else ""
+    lines = (nonfinite_line(run, {tid: r.meta for tid, r in read.items()}), curvature.sign_line(metas), mixed)
     return Reduced(run.surface_file, len(read), len(run.tiles), tuple(filter(None, lines)))
 
 
