@@ -122,6 +122,11 @@ def with_saved_overrides(argv: list[str]) -> list[str]:
     run = RunDir(str(run_dirs[-1])) if run_dirs else None
     if run is None or not run.config_file.is_file():
         return argv
+    kinds = [values_of(o.split("=", 1)[1]) for o in argv if key_of(o) == "directions"]
+    held = run.config.get("directions", {}).get("kind")
+    if kinds and held and kinds[-1] != held:  # its saved directions.* keys would read as if typed
+        raise UserError(f"{run.path} holds a directions={held} run, not directions={kinds[-1]}: give a new run.dir "
+                        f"for this surface (or leave directions= out to resume that one)")
     # keyed by the full key: a resume's checkpoint.path=X replaces a saved checkpoint=Y
     merged = {full_key(key_of(o)): o for o in run.saved.get("overrides", []) if not volatile(key_of(o))}
     merged.update({full_key(key_of(o)): o for o in argv})

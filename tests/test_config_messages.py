@@ -21,3 +21,23 @@ def test_a_wrong_cifar_folder_reads_the_same_for_surface_and_train(trained, tmp_
     for command, extra in (("landscape-surface", [f"checkpoint={trained / 'last.pt'}"]), ("landscape-train", [])):
         refused(tmp_path, command, "model=resnet20", "data=cifar10", f"data.root={tmp_path}", *extra,
                 fragment=f"CIFAR-10 folder {tmp_path} lacks data_batch_1")
+
+
+def test_another_directions_kind_on_a_run_names_the_run_s_kind(trained, tmp_path):
+    run = tmp_path / "L"
+    cli("landscape-surface", "model=digits_cnn", "data=digits", f"checkpoint={trained / 'last.pt'}", "directions=line",
+        f"directions.start={trained / 'epoch_000.pt'}", "grid.resolution=3", f"run.dir={run}")
+    before = sorted(run.rglob("*"))
+    r = cli("landscape-surface", "directions=plane", f"directions.points=[{trained / 'epoch_000.pt'},"
+            f"{trained / 'epoch_004.pt'}]", f"run.dir={run}", check=False)
+    one_error_line(r.returncode, r.stderr, f"{run} holds a directions=line run, not directions=plane: give a new "
+                   "run.dir")
+    assert sorted(run.rglob("*")) == before
+
+
+def test_a_key_of_another_choice_names_the_choice_that_has_it(trained, tmp_path):
+    args = ["model=digits_cnn", "data=digits", f"checkpoint={trained / 'last.pt'}"]
+    refused(tmp_path, "landscape-surface", *args, "launcher.partition=gpu",
+            fragment="launcher.partition is a setting of launcher=slurm, not of launcher=local")
+    refused(tmp_path, "landscape-surface", *args, "directions=pca", "directions.planes=3",
+            fragment="directions.planes is a setting of directions=random, not of directions=pca")
