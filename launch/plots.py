@@ -11,7 +11,7 @@ from pathlib import Path
 from landscape import figures
 from landscape.compare import compare_surfaces
 from landscape.errors import UserError, first_line
-from landscape.plot import PlotOptions, plot_surface_file
+from landscape.plot import PlotOptions, plot_surface_file, read_surface
 from landscape.surface import h5open
 from landscape.plot_curvature import OWN, plot_curvature_file
 
@@ -84,6 +84,16 @@ def _distinct_runs(dirs: list[str]) -> list[RunDir]:
     return [RunDir(Path(d).absolute()) for d in dirs]
 
 
+def _known_metrics(runs: list[RunDir], opts: PlotOptions) -> None:
+    """plot.metrics names a run's surface does not hold: refused, with the names it holds (not an empty list)."""
+    for run in runs:
+        held = read_surface(run.surface_file).maps if opts.metrics and run.surface_file.is_file() else {}
+        unknown = [m for m in opts.metrics if held and m not in held]
+        if unknown:
+            raise UserError(f"plot.metrics: {run.surface_file} holds no {', '.join(unknown)}; it holds "
+                            f"{', '.join(held)}")
+
+
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:
     """Leading run directories, then the key=value overrides."""
     n = next((i for i, a in enumerate(argv) if "=" in a or a.startswith("-")), len(argv))
@@ -98,6 +108,7 @@ def main(argv: list[str]) -> int:
     opts = plot_options(cfg["plot"])
     if len(dirs) > 1:
         runs = _distinct_runs(dirs)
+        _known_metrics(runs, opts)
         paths, notes = compare(runs, opts)
         print(f"comparison {compare_dir(runs, opts)}: {', '.join(p.name for p in paths)}")
         print(paths[-1].read_text().rstrip())
@@ -107,6 +118,7 @@ def main(argv: list[str]) -> int:
     run = RunDir(Path(str(cfg["run"]["dir"])))
     if not run.surface_file.is_file():
         raise UserError(f"{run.surface_file} does not exist: run landscape-surface first")
+    _known_metrics([run], opts)
     plots = draw(run, opts)
     print(f"plots {plots_dir(run, opts)}: {', '.join(p.name for p in plots)}")
     return 0

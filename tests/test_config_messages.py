@@ -1,7 +1,18 @@
 """Bad settings on the command line: one clear line naming what is wrong, and nothing written."""
 from __future__ import annotations
 
+import pytest
+
 from conftest import cli, one_error_line
+
+
+@pytest.fixture(scope="module")
+def one_d(trained, tmp_path_factory):
+    """A finished 1D run (3 points) of the digits CNN."""
+    run = tmp_path_factory.mktemp("one_d") / "S"
+    cli("landscape-surface", "model=digits_cnn", "data=digits", f"checkpoint={trained / 'last.pt'}", "grid.dims=1",
+        "grid.resolution=3", f"run.dir={run}")
+    return run
 
 
 def refused(tmp_path, command: str, *args: str, fragment: str) -> str:
@@ -41,3 +52,10 @@ def test_a_key_of_another_choice_names_the_choice_that_has_it(trained, tmp_path)
             fragment="launcher.partition is a setting of launcher=slurm, not of launcher=local")
     refused(tmp_path, "landscape-surface", *args, "directions=pca", "directions.planes=3",
             fragment="directions.planes is a setting of directions=random, not of directions=pca")
+
+
+def test_an_unknown_plot_metric_is_refused_with_the_names_the_surface_holds(one_d):
+    r = cli("landscape-plot", str(one_d), "+plot.metrics=[trian_loss]", "plot.dir=" + str(one_d / "new"), check=False)
+    one_error_line(r.returncode, r.stderr, f"plot.metrics: {one_d / 'surface.h5'} holds no trian_loss; it holds "
+                   "train_acc, train_loss")
+    assert not (one_d / "new").exists()
