@@ -84,14 +84,19 @@ def _distinct_runs(dirs: list[str]) -> list[RunDir]:
     return [RunDir(Path(d).absolute()) for d in dirs]
 
 
-def _known_metrics(runs: list[RunDir], opts: PlotOptions) -> None:
-    """plot.metrics names a run's surface does not hold: refused, with the names it holds (not an empty list)."""
-    for run in runs:
-        held = read_surface(run.surface_file).maps if opts.metrics and run.surface_file.is_file() else {}
-        unknown = [m for m in opts.metrics if held and m not in held]
-        if unknown:
-            raise UserError(f"plot.metrics: {run.surface_file} holds no {', '.join(unknown)}; it holds "
-                            f"{', '.join(held)}")
+def _drawable(runs: list[RunDir], opts: PlotOptions) -> None:
+    """Refused before anything is drawn: plot.metrics names a run's surface does not hold (with the names it
+    holds), and plot.html where every surface is 1D (the interactive page is a 3D view of 2D maps)."""
+    if not (opts.metrics or opts.html):
+        return
+    surfs = {run.path: read_surface(run.surface_file) for run in runs if run.surface_file.is_file()}
+    for path, surf in surfs.items():
+        if unknown := [m for m in opts.metrics if m not in surf.maps]:
+            raise UserError(f"plot.metrics: {path / 'surface.h5'} holds no {', '.join(unknown)}; it holds "
+                            f"{', '.join(surf.maps)}")
+    if opts.html and surfs and all(s.y is None for s in surfs.values()):
+        raise UserError(f"plot.html=true: {', '.join(map(str, surfs))} is a 1D surface and the "
+                        "interactive page is a 3D view of 2D maps; leave plot.html out (the 1D figure is a PNG)")
 
 
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -108,7 +113,7 @@ def main(argv: list[str]) -> int:
     opts = plot_options(cfg["plot"])
     if len(dirs) > 1:
         runs = _distinct_runs(dirs)
-        _known_metrics(runs, opts)
+        _drawable(runs, opts)
         paths, notes = compare(runs, opts)
         print(f"comparison {compare_dir(runs, opts)}: {', '.join(p.name for p in paths)}")
         print(paths[-1].read_text().rstrip())
@@ -118,7 +123,7 @@ def main(argv: list[str]) -> int:
     run = RunDir(Path(str(cfg["run"]["dir"])))
     if not run.surface_file.is_file():
         raise UserError(f"{run.surface_file} does not exist: run landscape-surface first")
-    _known_metrics([run], opts)
+    _drawable([run], opts)
     plots = draw(run, opts)
     print(f"plots {plots_dir(run, opts)}: {', '.join(p.name for p in plots)}")
     return 0

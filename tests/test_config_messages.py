@@ -59,3 +59,9 @@ def test_an_unknown_plot_metric_is_refused_with_the_names_the_surface_holds(one_
     one_error_line(r.returncode, r.stderr, f"plot.metrics: {one_d / 'surface.h5'} holds no trian_loss; it holds "
                    "train_acc, train_loss")
     assert not (one_d / "new").exists()
+
+
+def test_an_interactive_page_of_a_1d_surface_is_refused_in_one_line(one_d):
+    r = cli("landscape-plot", str(one_d), "plot.html=true", "plot.dir=" + str(one_d / "page"), check=False)
+    one_error_line(r.returncode, r.stderr, f"plot.html=true: {one_d} is a 1D surface")
+    assert not (one_d / "page").exists()
