@@ -65,3 +65,10 @@ def test_an_interactive_page_of_a_1d_surface_is_refused_in_one_line(one_d):
     r = cli("landscape-plot", str(one_d), "plot.html=true", "plot.dir=" + str(one_d / "page"), check=False)
     one_error_line(r.returncode, r.stderr, f"plot.html=true: {one_d} is a 1D surface")
     assert not (one_d / "page").exists()
+
+
+def test_a_list_without_brackets_says_how_to_write_it(trained, tmp_path):
+    refused(tmp_path, "landscape-surface", "model=digits_cnn", "data=digits", f"checkpoint={trained / 'last.pt'}",
+            "metrics=loss,hessian",
+            fragment="metrics=loss,hessian: a list is written in brackets and quoted in the shell: "
+                     "'metrics=[loss,hessian]'")
