@@ -1,9 +1,12 @@
 """Bad settings on the command line: one clear line naming what is wrong, and nothing written."""
 from __future__ import annotations
 
-import pytest
+import re
 
-from conftest import cli, one_error_line
+import pytest
+import yaml
+
+from conftest import REPO, cli, one_error_line
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +75,13 @@ def test_a_list_without_brackets_says_how_to_write_it(trained, tmp_path):
             "metrics=loss,hessian",
             fragment="metrics=loss,hessian: a list is written in brackets and quoted in the shell: "
                      "'metrics=[loss,hessian]'")
+
+
+def test_the_readme_grid_defaults_are_conf_s_and_typed_as_such(trained, tmp_path):
+    conf = yaml.safe_load((REPO / "conf" / "surface.yaml").read_text())["grid"]
+    rows = re.findall(r"^\| `grid\.(\w+)` \| ([^|]+) \|", (REPO / "README.md").read_text(), re.M)
+    assert {k for k, _ in rows} == set(conf)
+    for key, default in rows:
+        assert yaml.safe_load(default.strip().strip("`")) == conf[key], key
+    refused(tmp_path, "landscape-surface", "model=digits_cnn", "data=digits", f"checkpoint={trained / 'last.pt'}",
+            "grid.range=auto", fragment="or null for the default")
