@@ -38,9 +38,9 @@ def pca_checkpoints(spec: object) -> list[Path]:
                             "'traj/step_*.pt' (nor a list of files)")
         paths = sorted((Path(p) for p in glob.glob(pattern)), key=natural_order)
         source = f"the pattern {pattern}"
-    absent = [str(p) for p in paths if not p.is_file()]
+    absent = [p for p in paths if not p.is_file()]
     if absent:
-        raise UserError(f"checkpoint {absent[0]} does not exist")
+        raise UserError(not_a_file("checkpoint", absent[0]))
     directions.check_trajectory(paths, source)
     return paths
 
@@ -64,9 +64,13 @@ def input_files(settings: RunSettings) -> list[Path]:
     files += data_files + settings.model.source_files()
     absent = [p for p in files if not p.is_file()]
     if absent:
-        what = "data file" if absent[0] in data_files else "checkpoint"
-        raise UserError(f"{what} {absent[0]} does not exist")
+        raise UserError(not_a_file("data file" if absent[0] in data_files else "checkpoint", absent[0]))
     return files
+
+
+def not_a_file(what: str, path: Path) -> str:
+    """`checkpoint P is a directory, not a file` or `... does not exist`: what is wrong with a given path."""
+    return f"{what} {path} " + ("is a directory, not a file" if path.is_dir() else "does not exist")
 
 
 def digests(files: list[Path], known: Mapping[str, str]) -> dict[str, str]:

@@ -12,6 +12,7 @@ import yaml
 
 import landscape
 from landscape import directions, figures, surface
+from landscape.engine import curvature
 from landscape.errors import UserError
 from landscape.grid import Grid, Tile
 
@@ -20,12 +21,13 @@ from .run import RunDir
 
 @dataclass(frozen=True)
 class Reduced:
-    """What a reduce found: the surface file, how complete it is, and the non-finite line ("" when none)."""
+    """What a reduce found: the surface file, how complete it is, and its warning lines (non-finite losses,
+    lambda_min's sign unknown, tiles of more than one device kind or thread count)."""
 
     path: Path
     done: int
     total: int
-    nonfinite: str
+    warnings: tuple[str, ...]
 
 
 def nonfinite_line(run: RunDir, metas: Mapping[int, Mapping[str, Any]]) -> str:
@@ -136,8 +138,10 @@ def reduce(run_dir: str | Path) -> Reduced:
         arrays["train_loss"] = np.full(run.grid.shape, np.nan)
     surface.write_surface(run.surface_file, run.grid, arrays, str(run.directions_file.resolve()), attrs, extra,
                           fig_attrs)
-    return Reduced(run.surface_file, len(read), len(run.tiles),
-                   nonfinite_line(run, {tid: r.meta for tid, r in read.items()}))
+    mixed = f"tiles computed on {surface.tile_counts(made_by)}: values agree to rounding across these, not " \
+        "bitwise" if len(made_by) > 1 else ""
+    lines = (nonfinite_line(run, {tid: r.meta for tid, r in read.items()}), curvature.sign_line(metas), mixed)
+    return Reduced(run.surface_file, len(read), len(run.tiles), tuple(filter(None, lines)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{r.path}: {r.done}/{r.total} tiles")
-    if r.nonfinite:
-        print(f"warning: {r.nonfinite}")
+    for line in r.warnings:
+        print(f"warning: {line}")
     return 0
 
 

@@ -96,7 +96,7 @@ def run_tiles(run_dir: str, tile_ids: Iterable[int], device: torch.device | None
             elapsed = time.perf_counter() - t0
             meta = {"seconds": elapsed, "host": socket.gethostname(), "pid": os.getpid(),
                     "torch": str(torch.__version__), "device": str(worker.evaluator.device), "points": tile.npoints,
-                    "finished": time.time(), **worker.meta,
+                    "threads": torch.get_num_threads(), "finished": time.time(), **worker.meta,
                     **worker.evaluator.meta()}  # engine choices; precision_check for bf16/fp16
             surface.write_tile(run.tile_file(tile), tile, run.fingerprint, values, meta)
         computed.append(tile_id)

@@ -114,14 +114,20 @@ def _cut_words(test_fraction: float, seed: int) -> str:
 CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
 
+def cifar_files(root: str | Path) -> list[Path]:
+    """The CIFAR-10 python folder's six files, or one UserError naming those it lacks."""
+    absent = [n for n in CIFAR_FILES if not (Path(root) / n).is_file()]
+    if absent:
+        raise UserError(f"CIFAR-10 folder {root} lacks {', '.join(absent)}: point data.root at the "
+                        "extracted 'cifar-10-batches-py' folder (python version of the dataset)")
+    return [Path(root) / n for n in CIFAR_FILES]
+
+
 def cifar10(root: str | Path) -> Data:
     """CIFAR-10 from the standard python folder (`data_batch_1..5`, `test_batch`), kept as uint8."""
     root = Path(root)
     names = list(CIFAR_FILES)
-    absent = [n for n in names if not (root / n).is_file()]
-    if absent:
-        raise UserError(f"CIFAR-10 folder {root} lacks {', '.join(absent)}: point data.root at the "
-                        "extracted 'cifar-10-batches-py' folder (python version of the dataset)")
+    cifar_files(root)
 
     def read(files: list[str], source: str) -> Split:
         xs, ys = [], []
@@ -442,7 +448,7 @@ def files(spec: Mapping[str, Any]) -> list[Path]:
     if spec.get("name") == "tensors":
         return [Path(spec["path"])]
     if spec.get("name") == "cifar10":
-        return [Path(spec["root"]) / n for n in CIFAR_FILES]
+        return cifar_files(spec["root"])
     if spec.get("name") == "imagefolder":
         opts, _, caches = _folder_cache(spec)
         return [*caches.values(), *([opts.labels] if opts.labels else [])]

@@ -92,7 +92,8 @@ def _ranges(range_: Any, dims: int) -> list[tuple[float, float]]:
         pairs = [(-abs(r), abs(r))] if r.ndim == 0 else [tuple(r)] if r.ndim == 1 else [tuple(p) for p in r]
         return [(float(lo), float(hi)) for lo, hi in pairs] * (dims // len(pairs))
     per_axis = "[[xlo, xhi], [ylo, yhi]]" if dims == 2 else "[[lo, hi]]"
-    raise UserError(f"grid.range is {range_!r}: give [lo, hi], R for [-R, R], or {per_axis} (finite numbers)")
+    raise UserError(f"grid.range is {range_!r}: give [lo, hi], R for [-R, R], or {per_axis} (finite numbers), "
+                    "or null for the default")
 
 
 def _check_points(resolution: Any, counts: list[int], splits: Sequence[str]) -> None:
@@ -115,7 +116,7 @@ def make_grid(dims: int, resolution: int | Sequence[int], range_: Any,
     Every value is checked here (a UserError naming the key), so the library and the CLI refuse the same input.
     """
     if isinstance(dims, bool) or not isinstance(dims, numbers.Integral) or dims not in (1, 2):
-        raise UserError(f"grid.dims is {dims!r}: use 1 or 2")
+        raise UserError(f"grid.dims is {dims!r}: use 1 or 2, or null for the default")
     ranges = _ranges(range_, dims)
     counts = [whole_number(r, f"grid.resolution along {n}", 1)
               for r, n in zip(_per_axis(resolution, dims, "grid.resolution"), "xy")]

@@ -91,8 +91,8 @@ def split_folders(root: Path, names: tuple[str, ...]) -> dict[str, Path]:
     """split -> folder: `root/train` and `root/val` where root holds either, else root itself as the one split."""
     if not any((root / f).is_dir() for f in SPLIT_FOLDERS.values()):
         if names != ("train",):
-            raise UserError(f"data.root {root} is one split (it has no train/ or val/ folder): evaluate it with "
-                            "data.split=train")
+            raise UserError(f"data.root {root} is one split (it has no train/ or val/ folder): a surface evaluates "
+                            "it with data.split=train; training needs a root with train/ and val/")
         return {"train": root}
     out = {name: root / SPLIT_FOLDERS[name] for name in names}
     absent = [str(p) for p in out.values() if not p.is_dir()]

@@ -1,6 +1,8 @@
 """Figures of curvature maps (metrics=[loss, hessian]): lambda_max, lambda_min, the trace and Li et al.'s
 convexity map |lambda_min / lambda_max| (small: locally convex; near 1 or above: strong negative curvature);
-in 1D, the eigenvalues on an axis under the loss."""
+in 1D, the eigenvalues on an axis under the loss. Points where Lanczos' cap came before lambda_min's sign
+(min_eig NaN, lambda_max known) are blank in the lambda_min and convexity maps and counted in their titles;
+in 1D they are marked on the zero line."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -14,6 +16,11 @@ from .plot import PlotOptions, plot_2d, read_surface, save_figure, scale
 CONVEXITY = "convexity"  # the figure stem of |min_eig / max_eig|
 # The maps this module draws, and the per-point diagnostics no one plots: plot_surface_file leaves them out.
 OWN = ("max_eig", "min_eig", "trace", "max_eig_residual", "min_eig_residual", "lanczos_iterations", "trace_stderr")
+
+
+def sign_unknown(max_eig: np.ndarray, min_eig: np.ndarray) -> np.ndarray:
+    """Where lambda_min's sign is unknown: lambda_max measured, lambda_min not (the cap came first)."""
+    return np.isfinite(max_eig) & np.isnan(min_eig)
 
 
 def convexity(max_eig: np.ndarray, min_eig: np.ndarray) -> np.ndarray:
@@ -37,8 +44,10 @@ def plot_curvature_file(path: str | Path, out_dir: str | Path, opts: PlotOptions
     free = replace(opts, clip=None, vmin=None, vmax=None)
     if y is None:
         return _plot_1d(x, values, loss, Path(out_dir), free, xlabel, title)
-    headings = {"max_eig": "lambda_max", "min_eig": "lambda_min", "trace": "trace (Hutchinson)",
-                CONVEXITY: "|lambda_min / lambda_max| (small: locally convex)"}
+    unknown = int(sign_unknown(values["max_eig"], values["min_eig"]).sum())
+    blank = f"; blank: sign unknown at {unknown} points" if unknown else ""
+    headings = {"max_eig": "lambda_max", "min_eig": "lambda_min" + blank, "trace": "trace (Hutchinson)",
+                CONVEXITY: "|lambda_min / lambda_max| (small: locally convex)" + blank}
     paths = []
     for key, heading in headings.items():
         if key not in values:
@@ -62,6 +71,9 @@ def _plot_1d(x: np.ndarray, values: dict[str, np.ndarray], loss: str, out_dir: P
         if key in values:
             bottom.plot(x, np.ma.masked_invalid(np.ravel(values[key])), style, label=key)
     bottom.axhline(0.0, color="grey", lw=0.5)
+    unknown = np.ravel(sign_unknown(values["max_eig"], values["min_eig"]))
+    if unknown.any():
+        bottom.plot(x[unknown], np.zeros(int(unknown.sum())), "gx", label="min_eig: sign unknown")
     bottom.set(xlabel=xlabel, ylabel="Hessian eigenvalue")
     bottom.legend(fontsize=8)
     return save_figure(fig, out_dir, "1d_curvature", opts)

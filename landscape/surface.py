@@ -202,10 +202,13 @@ def nonfinite(values: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def provenance(metas: list[Mapping[str, Any]]) -> dict[str, int]:
-    """Tiles per `device (engine N)`: fp32 values are bitwise reproducible within one of these only."""
-    return dict(sorted(Counter(
-        f"{m.get('engine_device_name', m.get('device', '?'))} (engine {int(m.get('engine_version', 1))})"
-        for m in metas).items()))
+    """Tiles per `device (engine N)`: fp32 values are bitwise reproducible within one of these only. On a CPU,
+    curvature tiles also name their thread count: it splits the Hessian's backward reductions (not the loss's)."""
+    def made_by(m: Mapping[str, Any]) -> str:
+        threads = "hessian_points" in m and "threads" in m and str(m.get("device")) == "cpu"
+        return (f"{m.get('engine_device_name', m.get('device', '?'))} (engine {int(m.get('engine_version', 1))}"
+                + (f", {int(m['threads'])} threads)" if threads else ")"))
+    return dict(sorted(Counter(made_by(m) for m in metas).items()))
 
 
 def tile_counts(counts: Mapping[str, int]) -> str:

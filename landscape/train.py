@@ -62,8 +62,7 @@ def check_data(model: nn.Module, data: Data, cfg: TrainConfig) -> None:
     """A UserError when the data do not fit the model or the loss (cross_entropy on regression), before training."""
     check_loss(cfg.loss, data.num_classes > 0)
     if data.train is None or data.test is None:  # an image folder loads only the splits asked for
-        raise UserError("training needs a train and a test split: an image folder root with train/ and val/, "
-                        "and data.split=both")
+        raise UserError("training needs a train and a test split (an image folder: a root with train/ and val/)")
     check_data_fits(model, data.train, data.num_classes)
 
 

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from landscape.errors import UserError
 
 from landscape.models.zoo import WEIGHT_NAME
@@ -113,6 +115,21 @@ def absolute_paths(argv: list[str]) -> list[str]:
     return out
 
 
+def _same_directions_kind(run: RunDir, argv: list[str]) -> None:
+    """Another directions kind typed at a run whose saved directions.* keys it lacks: those keys would be
+    refused as if typed, so the run's kind is named instead."""
+    kinds = [str(values_of(o.split("=", 1)[1])) for o in argv if key_of(o) == "directions"]
+    conf = CONF_DIR / "directions" / f"{kinds[-1]}.yaml" if kinds else None
+    if conf is None or not conf.is_file():
+        return
+    typed = {key_of(o) for o in argv}
+    saved = {key_of(o) for o in run.saved.get("overrides", []) if key_of(o).startswith("directions.")} - typed
+    if saved - {f"directions.{k}" for k in yaml.safe_load(conf.read_text())}:
+        raise UserError(f"{run.path} holds a directions={run.config['directions']['kind']} run, not "
+                        f"directions={kinds[-1]}: give a new run.dir for this surface (or leave directions= out "
+                        "to resume that one)")
+
+
 def with_saved_overrides(argv: list[str]) -> list[str]:
     """If `run.dir=D` names an existing run, its saved value-changing overrides come first and argv
     refines them; how it ran (launcher, device, plots) applies to the command that said it only.
@@ -122,6 +139,7 @@ def with_saved_overrides(argv: list[str]) -> list[str]:
     run = RunDir(str(run_dirs[-1])) if run_dirs else None
     if run is None or not run.config_file.is_file():
         return argv
+    _same_directions_kind(run, argv)
     # keyed by the full key: a resume's checkpoint.path=X replaces a saved checkpoint=Y
     merged = {full_key(key_of(o)): o for o in run.saved.get("overrides", []) if not volatile(key_of(o))}
     merged.update({full_key(key_of(o)): o for o in argv})

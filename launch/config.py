@@ -52,7 +52,8 @@ def load(name: str, overrides: list[str]) -> dict[str, Any]:
                 cfg.data[key] = value
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except (HydraException, OmegaConfBaseException) as err:
-        raise UserError(_unknown_choice(err) or _unknown_key(name, overrides, err) or first_line(err)) from err
+        raise UserError(_unknown_choice(err) or _list_without_brackets(err) or _unknown_key(name, overrides, err)
+                        or first_line(err)) from err
 
 
 def key_of(override: str) -> str:
@@ -125,6 +126,15 @@ def _unknown_choice(err: Exception) -> str | None:
     close = difflib.get_close_matches(choice, known, n=1)
     return (f"{group} '{choice}' is unknown" + (f" (did you mean {close[0]}?)" if close else "")
             + f": use one of {', '.join(known)} (conf/{group}/)")
+
+
+def _list_without_brackets(err: Exception) -> str | None:
+    """For `metrics=loss,hessian` (Hydra: "Ambiguous value for argument", a sweep to Hydra): how to write a list."""
+    match = re.match(r"Ambiguous value for argument '([^=']+)=([^']*)'", str(err))
+    if not match:
+        return None
+    key, value = match[1], match[2]
+    return f"{key}={value}: a list is written in brackets and quoted in the shell: '{key}=[{value}]'"
 
 
 def _unknown_key(name: str, overrides: list[str], err: Exception) -> str | None:

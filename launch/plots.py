@@ -11,7 +11,7 @@ from pathlib import Path
 from landscape import figures
 from landscape.compare import compare_surfaces
 from landscape.errors import UserError, first_line
-from landscape.plot import PlotOptions, plot_surface_file
+from landscape.plot import PlotOptions, plot_surface_file, read_surface
 from landscape.surface import h5open
 from landscape.plot_curvature import OWN, plot_curvature_file
 
@@ -107,6 +107,21 @@ def _distinct_runs(dirs: list[str]) -> list[RunDir]:
     return [RunDir(Path(d).absolute()) for d in dirs]
 
 
+def _drawable(runs: list[RunDir], opts: PlotOptions) -> None:
+    """Refused before anything is drawn: plot.metrics names a run's surface does not hold (with the names it
+    holds), and plot.html where every surface is 1D (the interactive page is a 3D view of 2D maps)."""
+    if not (opts.metrics or opts.html):
+        return
+    surfs = {run.path: read_surface(run.surface_file) for run in runs if run.surface_file.is_file()}
+    for path, surf in surfs.items():
+        if unknown := [m for m in opts.metrics if m not in surf.maps]:
+            raise UserError(f"plot.metrics: {path / 'surface.h5'} holds no {', '.join(unknown)}; it holds "
+                            f"{', '.join(surf.maps)}")
+    if opts.html and surfs and all(s.y is None for s in surfs.values()):
+        raise UserError(f"plot.html=true: {', '.join(map(str, surfs))} is a 1D surface and the "
+                        "interactive page is a 3D view of 2D maps; leave plot.html out (the 1D figure is a PNG)")
+
+
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:
     """Leading run directories, then the key=value overrides."""
     n = next((i for i, a in enumerate(argv) if "=" in a or a.startswith("-")), len(argv))
@@ -121,6 +136,7 @@ def main(argv: list[str]) -> int:
     opts = plot_options(cfg["plot"])
     if len(dirs) > 1:
         runs = _distinct_runs(dirs)
+        _drawable(runs, opts)
         paths, notes = compare(runs, opts)
         print(f"comparison {compare_dir(runs, opts)}: {', '.join(p.name for p in paths)}")
         print(paths[-1].read_text().rstrip())
@@ -130,6 +146,7 @@ def main(argv: list[str]) -> int:
     run = RunDir(Path(str(cfg["run"]["dir"])))
     if not run.surface_file.is_file():
         raise _no_surface(run)
+    _drawable([run], opts)
     plots = draw(run, opts)
     print(f"plots {plots_dir(run, opts)}: {', '.join(p.name for p in plots)}")
     return 0

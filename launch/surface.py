@@ -76,8 +76,8 @@ def drive(cfg: dict[str, Any], overrides: list[str], launcher: backends.Launcher
         result = reduce(run.path)
     plots = draw(run, opts)
     print(f"surface {result.path}: {result.done}/{result.total} tiles ({time.perf_counter() - t0:.1f} s)")
-    if result.nonfinite:
-        print(f"warning: {result.nonfinite}")
+    for line in result.warnings:
+        print(f"warning: {line}")
     print(f"plots   {plots_dir(run, opts)}: {', '.join(p.name for p in plots)}")
     if result.done < result.total and not backend.computes:
         print(f"{result.total - result.done} tiles missing; launcher={backend.name} computes nothing")

@@ -123,6 +123,8 @@ def _schedule_note(out: Path, cfg: dict[str, Any], tc: TrainConfig) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Train once per configuration and run.dir; every check comes before anything is written."""
     cfg = config.load("train", list(sys.argv[1:] if argv is None else argv))
+    if cfg["data"]["name"] == "imagefolder":  # training reads train/ and reports val/, whatever data.split
+        cfg["data"]["split"] = "both"  # (the splits a surface evaluates; the only loader that reads fewer)
     tc = train_config(cfg)
     check_device(cfg["eval"]["device"])
     out = Path(cfg["run"]["dir"])

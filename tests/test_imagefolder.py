@@ -273,8 +273,8 @@ def test_training_on_train_and_val_folders(tmp_path):
     args = ["model=digits_cnn", "model.width=4", "data=imagefolder", "data.transform=cifar", "data.resize=12",
             "data.crop=10", "train.epochs=1", "data.workers=1"]
     proc = cli("landscape-train", *args, f"data.root={root / 'train'}", f"run.dir={tmp_path / 'one'}", check=False)
-    assert proc.returncode == 2 and proc.stderr.splitlines()[-1].startswith("error: training needs a train and a test")
-    cli("landscape-train", *args, f"data.root={root}", "data.split=both", f"run.dir={tmp_path / 'both'}")
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1].endswith("training needs a root with train/ and val/")
+    cli("landscape-train", *args, f"data.root={root}", f"run.dir={tmp_path / 'both'}")  # both splits by default
     assert (tmp_path / "both" / "checkpoints" / "last.pt").is_file()
 
 

@@ -4,10 +4,13 @@ Hessian-vector products are forward-over-reverse passes (`jvp` of `grad` through
 batch, each batch's product summed into an fp64 vector; BatchNorm stays in eval mode (running statistics), as
 the loss surface uses. Lanczos runs in fp64 on the device with full reorthogonalisation, from one seeded start
 vector for every point (a warm start from the neighbour would make a point's value depend on its tile), and
-stops when the residuals of both extreme Ritz pairs are at most `tol * max|theta|`, or after `max_iter`
-products. One Krylov space serves both ends: no shift and no second run on -H. A Ritz value with residual r
-is within r of an eigenvalue of H (symmetric): of the extreme one unless another eigenvalue lies about that
-close to it (the crowded negative end), so |min_eig / max_eig| is good to about `tol`.
+stops when the residuals of both extreme Ritz pairs are at most `tol * max|theta|` and lambda_min's sign is
+settled (the smallest Ritz value negative, or larger than its residual), or after `max_iter` products. One
+Krylov space serves both ends: no shift and no second run on -H. A Ritz value with residual r is within r of
+an eigenvalue of H (symmetric): of the extreme one unless another eigenvalue lies about that close to it (the
+crowded negative end), so |min_eig / max_eig| is good to about `tol`. Where the cap comes before the sign,
+`min_eig` is NaN (its residual is kept) and the point is counted (`sign_line`): a near-zero Ritz value of
+either sign would otherwise call a saddle convex.
 """
 from __future__ import annotations
 
@@ -78,6 +81,17 @@ class Extremes:
     min_residual: float
     iterations: int
 
+    @property
+    def signed(self) -> bool:
+        """Whether lambda_min's sign is settled: a negative Ritz value bounds lambda_min from above (Ritz values
+        lie inside the spectrum); a positive one counts once its residual keeps 0 out of reach."""
+        return self.min < 0 or self.min_residual < self.min
+
+    def converged(self, tol: float) -> bool:
+        """Both residuals at most `tol * max|theta|`, and lambda_min's sign settled."""
+        scale = max(abs(self.max), abs(self.min), np.finfo(np.float64).tiny)
+        return max(self.max_residual, self.min_residual) <= tol * scale and self.signed
+
 
 def lanczos(hvp: HVP, start: torch.Tensor, tol: float, max_iter: int) -> Extremes:
     """The largest and smallest eigenvalue of the symmetric operator `hvp` (fp64 on `start`'s device)."""
@@ -100,9 +114,9 @@ def lanczos(hvp: HVP, start: torch.Tensor, tol: float, max_iter: int) -> Extreme
             return Extremes(nan, nan, nan, nan, j + 1)
         theta, s = np.linalg.eigh(np.diag(alphas) + np.diag(betas[:-1], 1) + np.diag(betas[:-1], -1))
         residual = np.abs(betas[-1] * s[-1, [0, -1]])
-        scale = max(abs(theta[0]), abs(theta[-1]), np.finfo(np.float64).tiny)
-        if (residual <= tol * scale).all() or j + 1 == m:
-            return Extremes(float(theta[-1]), float(theta[0]), float(residual[1]), float(residual[0]), j + 1)
+        e = Extremes(float(theta[-1]), float(theta[0]), float(residual[1]), float(residual[0]), j + 1)
+        if e.converged(tol) or j + 1 == m:
+            return e
         q = w / betas[-1]
     raise AssertionError("unreachable: the loop returns at j + 1 == m")
 
@@ -191,11 +205,12 @@ class Hessian:
             n = sum(params[k].numel() for k in self.names)
             device = params[self.names[0]].device
             start = torch.randn(n, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64).to(device)
-            rows = []
+            rows, unknown = [], 0
             for _ in forward.each_point():
                 hvp = hessian_vector_product(forward.model, self.names, batches, self.loss, self.classify)
                 e = lanczos(hvp, start.clone(), o.tol, o.max_iter)
-                row = [e.max, e.min, e.max_residual, e.min_residual, e.iterations]
+                unknown += not e.signed and np.isfinite(e.max)  # the cap came first: no sign, no value
+                row = [e.max, e.min if e.signed else float("nan"), e.max_residual, e.min_residual, e.iterations]
                 if o.trace_probes:
                     row += hutchinson(hvp, n, o.trace_probes, self.seed + 1, device)
                 rows.append(row)
@@ -203,7 +218,8 @@ class Hessian:
         keys += ["trace", "trace_stderr"] if o.trace_probes else []
         values = torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(keys))
         self.last_info = {"hessian_hvps": float(values[:, 4].sum() + o.trace_probes * len(rows)),
-                          "hessian_seconds": time.perf_counter() - t0, "hessian_points": len(rows)}
+                          "hessian_seconds": time.perf_counter() - t0, "hessian_points": len(rows),
+                          "hessian_sign_unknown": unknown}
         device = next(forward.model.parameters()).device
         return {k: values[:, i].to(device) for i, k in enumerate(keys)}
 
@@ -217,6 +233,17 @@ def cost_line(metas: Sequence[Mapping[str, Any]], cap: int) -> str:
     points = sum(float(m["hessian_points"]) for m in metas)
     hvps, curv = sum(float(m["hessian_hvps"]) for m in metas), sum(float(m["hessian_seconds"]) for m in metas)
     loss = max(sum(float(m["seconds"]) for m in metas) - curv, 1e-9)
-    return (f"hessian: {hvps / points:.1f} Hessian-vector products per point (at most {cap}), "
+    line = (f"hessian: {hvps / points:.1f} Hessian-vector products per point (at most {cap}), "
             f"{curv / points:.3g} s per point, {curv / loss:.0f}x the loss and accuracy's time")
+    return "; ".join(filter(None, (line, sign_line(metas))))
+
+
+def sign_line(metas: Sequence[Mapping[str, Any]]) -> str:
+    """`lambda_min's sign unknown at N of M points ...` from tile attributes; "" when every sign is known."""
+    unknown = sum(int(m.get("hessian_sign_unknown", 0)) for m in metas)
+    if not unknown:
+        return ""
+    points = sum(int(m["hessian_points"]) for m in metas if "hessian_points" in m)
+    return (f"lambda_min's sign unknown at {unknown} of {points} points: hessian.max_iter came first "
+            "(min_eig is NaN there; a larger hessian.max_iter settles more)")
 
