@@ -38,9 +38,8 @@ def anything_done(run: RunDir) -> bool:
 def _no_surface(run: RunDir) -> UserError:
     """landscape-plot without surface.h5: merge the tiles of a run that has some, else compute."""
     tiles = list((run.path / "tiles").glob("*.h5")) if run.config_file.is_file() else []
-    return UserError(f"{run.surface_file} does not exist: "
-                     + (f"{len(tiles)} tile files are not merged yet; merge them with {MERGE.format(run=run.path)}" if tiles
-                        else "run landscape-surface first"))
+    merge = f"{len(tiles)} tile files are not merged yet; merge them with {MERGE.format(run=run.path)}"
+    return UserError(f"{run.surface_file} does not exist: " + (merge if tiles else "run landscape-surface first"))
 
 
 def plots_dir(run: RunDir, opts: PlotOptions) -> Path:
@@ -66,7 +65,8 @@ def draw(run: RunDir, opts: PlotOptions) -> list[Path]:
     out = _output_folder(plots_dir(run, opts))
     if not anything_done(run):
         return []  # nothing computed yet: nothing to draw
-    return plot_surface_file(run.surface_file, out, opts, leave_out=OWN) + plot_curvature_file(run.surface_file, out, opts)
+    return (plot_surface_file(run.surface_file, out, opts, leave_out=OWN)
+            + plot_curvature_file(run.surface_file, out, opts))
 
 
 def compare_dir(runs: list[RunDir], opts: PlotOptions) -> Path:
@@ -118,8 +118,23 @@ def _drawable(runs: list[RunDir], opts: PlotOptions) -> None:
             raise UserError(f"plot.metrics: {path / 'surface.h5'} holds no {', '.join(unknown)}; it holds "
                             f"{', '.join(surf.maps)}")
     if opts.html and surfs and all(s.y is None for s in surfs.values()):
-        raise UserError(f"plot.html=true: {', '.join(map(str, surfs))} is a 1D surface and the "
-                        "interactive page is a 3D view of 2D maps; leave plot.html out (the 1D figure is a PNG)")
+        raise html_on_1d(", ".join(map(str, surfs)))
+
+
+def html_on_1d(what: str) -> UserError:
+    """plot.html=true where there is only a 1D surface to draw."""
+    return UserError(f"plot.html=true: {what} is a 1D surface and the interactive page is a 3D view of 2D maps; "
+                     "leave plot.html out (the 1D figure is a PNG)")
+
+
+def drawable_after(run: RunDir, opts: PlotOptions) -> str:
+    """`_drawable` once a surface is computed: '' or why something asked for cannot be drawn (a warning; the
+    surface is kept)."""
+    try:
+        _drawable([run], opts)
+    except UserError as err:
+        return str(err)
+    return ""
 
 
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -14,13 +14,13 @@ from landscape.errors import UserError
 
 from jobs.reduce import reduce
 from jobs.run import RunDir
-from jobs.settings import plot_options
+from jobs.settings import parse, plot_options
 from . import backends, config, lock
 from .backends import arrays
 from .cli import user_errors, with_saved_overrides
 from .plan import dry_run
 from .prepare import prepare
-from .plots import check_dir, draw, plots_dir
+from .plots import check_dir, draw, drawable_after, html_on_1d, plots_dir
 
 
 @user_errors
@@ -58,6 +58,8 @@ def drive(cfg: dict[str, Any], overrides: list[str], launcher: backends.Launcher
     backend = launcher.backend
     opts = plot_options(cfg["plot"])
     check_dir(opts)
+    if opts.html and parse(cfg).grid.dims == 1:
+        raise html_on_1d("this run")
     if launcher.settings.dry_run:
         return dry_run(cfg, overrides, launcher)
     run = prepare(cfg, overrides, workers_here=backend.workers_here, elsewhere=backend.elsewhere,
@@ -74,9 +76,10 @@ def drive(cfg: dict[str, Any], overrides: list[str], launcher: backends.Launcher
             print(f"submitted; follow with: landscape-status {run.path}")
             return 0
         result = reduce(run.path)
+    undrawable = drawable_after(run, opts)
     plots = draw(run, opts)
     print(f"surface {result.path}: {result.done}/{result.total} tiles ({time.perf_counter() - t0:.1f} s)")
-    for line in result.warnings:
+    for line in (*result.warnings, *filter(None, [undrawable])):
         print(f"warning: {line}")
     print(f"plots   {plots_dir(run, opts)}: {', '.join(p.name for p in plots)}")
     if result.done < result.total and not backend.computes:

@@ -70,6 +70,18 @@ def test_an_interactive_page_of_a_1d_surface_is_refused_in_one_line(one_d):
     assert not (one_d / "page").exists()
 
 
+def test_landscape_surface_refuses_a_1d_page_first_and_warns_of_an_unknown_metric_after(trained, tmp_path):
+    """plot.html on a 1D run is known from the settings: refused before anything is written. A plot.metrics name
+    is known only once the surface is computed: a warning line then, the surface kept."""
+    base = ["model=digits_cnn", "data=digits", f"checkpoint={trained / 'last.pt'}", "grid.dims=1", "grid.resolution=3"]
+    refused(tmp_path, "landscape-surface", *base, "plot.html=true", fragment="plot.html=true: this run is a 1D surface")
+    run = tmp_path / "kept"
+    r = cli("landscape-surface", *base, "+plot.metrics=[trian_loss]", f"run.dir={run}")
+    assert (run / "surface.h5").is_file()
+    line = f"warning: plot.metrics: {run / 'surface.h5'} holds no trian_loss; it holds train_acc, train_loss"
+    assert line in r.stdout, r.stdout
+
+
 def test_a_list_without_brackets_says_how_to_write_it(trained, tmp_path):
     refused(tmp_path, "landscape-surface", "model=digits_cnn", "data=digits", f"checkpoint={trained / 'last.pt'}",
             "metrics=loss,hessian",
