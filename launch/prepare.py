@@ -45,11 +45,21 @@ def build_model(spec: ModelSettings) -> torch.nn.Module:
         raise UserError(f"cannot build model {spec.name} from model.*: {first_line(err)}") from err
 
 
-def _fitted_range(points: np.ndarray, margin: float = 0.25) -> list[list[float]]:
-    """Per-axis range covering the trajectory (and the origin) with a margin."""
+def _fitted_range(points: np.ndarray, counts: list[int], margin: float = 0.25) -> list[list[float]]:
+    """Per-axis range covering the trajectory (and the origin) with a margin, widened by less than a grid step
+    so that a grid point falls on the origin: the checkpoint's own loss is on the surface, and its figures."""
     lo, hi = np.minimum(points.min(0), 0), np.maximum(points.max(0), 0)
     pad = margin * np.maximum(hi - lo, 1e-8)
-    return [[float(a), float(b)] for a, b in zip(lo - pad, hi + pad)]
+    return [_through_origin(float(a), float(b), n) for a, b, n in zip(lo - pad, hi + pad, counts)]
+
+
+def _through_origin(lo: float, hi: float, n: int) -> list[float]:
+    """[lo', hi'] holding [lo, hi] (lo < 0 < hi) whose n-point grid has the origin as its k-th point."""
+    if n < 3:
+        return [lo, hi]
+    k = min(max(round((n - 1) * -lo / (hi - lo)), 1), n - 2)
+    step = max(-lo / k, hi / (n - 1 - k))
+    return [-k * step, (n - 1 - k) * step]
 
 
 def _fit_to(dirs: directions.Directions) -> np.ndarray | None:
@@ -277,8 +287,9 @@ def create(s: RunSettings, cfg: dict[str, Any], overrides: list[str], read: Read
     dirs = make_directions(s, read.model, read.state, read.start, read.points)
     kind = s.directions.kind
     fitted = _fit_to(dirs)
-    range_ = _fitted_range(fitted) if fitted is not None and s.grid.range is None else s.grid.default_range(kind)
-    grid = s.grid.grid(range_)
+    grid = s.grid.grid(s.grid.default_range(kind))  # every grid setting checked; the points per axis
+    if fitted is not None and s.grid.range is None:
+        grid = s.grid.grid(_fitted_range(fitted, [len(a) for a in (grid.x, grid.y) if a is not None]))
     if dirs.x_buffers:
         _warn_negative_variances(read.state if kind == "plane" else read.start, dirs, grid, log)
     check_tiling(grid, s.grid.tile, s.planes)

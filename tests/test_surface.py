@@ -1,4 +1,5 @@
 """End to end through the real commands, local launcher: layout, resume, kill, truncation, refusal."""
+import json
 import os
 import signal
 import subprocess
@@ -240,6 +241,11 @@ def test_pca_surface_contains_its_trajectory(trained, base_args, tmp_path):
     assert traj.shape == (9, 2) and list(s["trajectory_labels"]) == list(range(9))
     for axis, coords in ((0, s["xcoordinates"]), (1, s["ycoordinates"])):
         assert coords.min() < traj[:, axis].min() and traj[:, axis].max() < coords.max()
+        assert np.abs(coords).min() < 1e-12, coords  # the fitted range puts a grid point on the checkpoint
+    centre = np.unravel_index(np.argmin(np.hypot(*np.meshgrid(s["xcoordinates"], s["ycoordinates"]))), (5, 5))
+    assert np.isfinite(s["train_loss"][centre])
+    figures = json.loads(cli("landscape-stats", str(run), "--json").stdout)
+    assert figures[0]["centre_offset"] == 0, figures[0]
     with h5py.File(run / "surface.h5", "r") as f:
         assert f.attrs["xlabel"].startswith("PC1 (") and "%" in f.attrs["ylabel"]
     with h5py.File(run / "directions.h5", "r") as f:
