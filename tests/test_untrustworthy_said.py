@@ -125,7 +125,7 @@ def test_status_of_a_truncated_surface_shows_the_tiles_and_how_to_rebuild(base_a
 def test_a_killed_local_worker_is_reported_as_such(base_args, tmp_path):
     """kill -9 of one of two local workers mid-tile: the driver says which died and how, and that 1 tile is missing."""
     run = tmp_path / "K"
-    driver = subprocess.Popen([str(BIN / "landscape-surface"), *base_args, "grid.resolution=17", "grid.tile=4",
+    driver = subprocess.Popen([str(BIN / "landscape-surface"), *base_args, "grid.resolution=13", "grid.tile=4",
                                "launcher.workers=2", f"run.dir={run}"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
