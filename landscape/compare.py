@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from .errors import UserError
-from .plot import (KINDS, PlotOptions, Surface, colour_bar, draw, is_accuracy, mark, options_for, read_surface,
-                   save_figure, scale, shared_scale, value_label)
+from .plot import (KINDS, PlotOptions, Surface, colour_bar, draw, figure, is_accuracy, mark, options_for,
+                   read_surface, save_figure, scale, shared_scale, value_label)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DIFF_CMAP = "RdBu_r"
 PANEL = (4.4, 4.0)  # inches per panel
@@ -84,7 +86,7 @@ def side_by_side(surfaces: Mapping[str, Surface], name: str, opts: PlotOptions) 
     levels, label = s.levels(next(iter(zs.values())), opts.levels), value_label(name, s)
     figs = {}
     for kind in KINDS:
-        fig = figs[kind] = Figure(figsize=(PANEL[0] * len(zs) + 1.2, PANEL[1] + 0.6), layout="constrained")
+        fig = figs[kind] = figure((PANEL[0] * len(zs) + 1.2, PANEL[1] + 0.6))
         fig.suptitle(f"{name}{s.note}: one colour scale, the same levels")
         axes = []
         for i, (run, surf) in enumerate(surfaces.items()):
@@ -108,7 +110,7 @@ def difference(surfaces: Mapping[str, Surface], name: str, opts: PlotOptions) ->
     diffs = {label: s0.maps[name] - s.maps[name] for label, s in rest}
     finite = np.concatenate([d[np.isfinite(d)] for d in diffs.values()])
     bound = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
-    fig = Figure(figsize=(PANEL[0] * len(diffs) + 1.2, PANEL[1] + 0.6), layout="constrained")
+    fig = figure((PANEL[0] * len(diffs) + 1.2, PANEL[1] + 0.6))
     unit = " (% points)" if is_accuracy(name) else ""
     fig.suptitle(f"{name}: difference of values{unit}")
     axes = []
@@ -129,7 +131,7 @@ def _curves(surfaces: Mapping[str, Surface], name: str, opts: PlotOptions, with_
     """1D: every run's curve on one axes (one scale by construction), and below it the first minus each other
     where the grids match."""
     s = scale(np.concatenate([v.maps[name] for v in surfaces.values()]), options_for(name, opts))
-    fig = Figure(figsize=(6.4, 6.4 if with_difference else 4.6), layout="constrained")
+    fig = figure((6.4, 6.4 if with_difference else 4.6))
     ax = fig.add_subplot(2 if with_difference else 1, 1, 1)
     first = next(iter(surfaces.values()))
     ax.set(xlabel=first.meta["xlabel"], ylabel=value_label(name, s), title=f"{name}: {', '.join(surfaces)}")

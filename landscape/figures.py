@@ -19,7 +19,6 @@ from typing import Any, Mapping
 
 import h5py
 import numpy as np
-from scipy import ndimage
 
 from .errors import UserError, first_line, real_number
 from .surface import h5open
@@ -133,6 +132,7 @@ def _hessian_eigs(z: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> tuple[n
 
 def _basin(z: np.ndarray, centre: tuple[int, ...], threshold: float) -> np.ndarray:
     """The connected region (4-neighbours) around the centre where the loss is at most `threshold`."""
+    from scipy import ndimage  # here: a worker imports this module for its settings, and never labels
     labels, _ = ndimage.label(np.nan_to_num(z, nan=np.inf) <= threshold)
     return labels == labels[centre] if labels[centre] else np.zeros(z.shape, dtype=bool)
 

@@ -3,17 +3,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Collection
+from typing import TYPE_CHECKING, Collection
 
 import h5py
-import matplotlib
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.colors import LightSource
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from .errors import UserError, is_number, whole_number
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn: a worker reads PlotOptions, draws nothing
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 CMAP = "viridis"
 AUTO_DECADES = 3.0  # log_scale='auto' draws log10 when the losses drawn span more decades than this
@@ -260,9 +259,15 @@ def save_figure(fig: Figure, out_dir: Path, name: str, opts: PlotOptions) -> lis
     return paths
 
 
+def figure(size: tuple[float, float]) -> Figure:
+    """A constrained-layout figure; matplotlib is imported here, where drawing starts."""
+    from matplotlib.figure import Figure
+    return Figure(figsize=size, layout="constrained")
+
+
 def _axes(xlabel: str, ylabel: str, title: str) -> tuple[Figure, Axes]:
     """A fresh figure with one labelled axes."""
-    fig = Figure(figsize=(6.4, 5.0), layout="constrained")
+    fig = figure((6.4, 5.0))
     ax = fig.add_subplot()
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     return fig, ax
@@ -349,6 +354,7 @@ def draw(fig: Figure, ax: Axes, kind: str, x: np.ndarray, y: np.ndarray, z: np.m
 
 def colour_bar(fig: Figure, kind: str, mappable: object, ax: Axes | list[Axes], label: str, s: Scale) -> None:
     """The colour bar of a filled contour or heatmap: round ticks even between levels, no offset notation."""
+    from matplotlib.ticker import MaxNLocator
     ticks = MaxNLocator() if kind == "contourf" else None
     bar = fig.colorbar(mappable, ax=ax, label=label, ticks=ticks, extend=s.extend)
     bar.formatter.set_useOffset(False)
@@ -358,6 +364,8 @@ def _surface_3d(ax: Axes, x: np.ndarray, y: np.ndarray, z: np.ma.MaskedArray, s:
     """Surface shaded by a LightSource; masked points leave holes; the heights are cut to the colour limits."""
     lo, hi = s.range(z)
     z = np.ma.clip(z, lo, hi)
+    import matplotlib
+    from matplotlib.colors import LightSource
     unit, cmap = ((z - lo) / (hi - lo)).filled(np.nan), matplotlib.colormaps[CMAP]
     # Rows run up in y, while LightSource assumes image rows running down: hence the negative dy.
     rgb = LightSource(azdeg=315, altdeg=45).shade(unit, cmap, blend_mode="soft", vmin=0, vmax=1,
@@ -401,7 +409,7 @@ def figures_2d(x: np.ndarray, y: np.ndarray, Z: np.ndarray, stem: str, opts: Plo
     levels, figs = s.levels(z, opts.levels), {}
     for kind in KINDS:
         if kind == "3d":
-            figs[kind] = fig = Figure(figsize=(7.0, 5.6), layout="constrained")
+            figs[kind] = fig = figure((7.0, 5.6))
             ax = fig.add_subplot(projection="3d")
             ax.set(xlabel=xlabel, ylabel=ylabel, zlabel=label, title=title)
             ax.view_init(elev=opts.elev, azim=opts.azim)

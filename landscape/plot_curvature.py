@@ -9,9 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from .plot import PlotOptions, plot_2d, read_surface, save_figure, scale
+from .plot import PlotOptions, figure, plot_2d, read_surface, save_figure, scale
 
 CONVEXITY = "convexity"  # the figure stem of |min_eig / max_eig|
 # The maps this module draws, and the per-point diagnostics no one plots: plot_surface_file leaves them out.
@@ -61,7 +60,7 @@ def plot_curvature_file(path: str | Path, out_dir: str | Path, opts: PlotOptions
 def _plot_1d(x: np.ndarray, values: dict[str, np.ndarray], loss: str, out_dir: Path, opts: PlotOptions,
              xlabel: str, title: str) -> list[Path]:
     """The loss above; lambda_max and lambda_min (and the trace) below, on one shared x axis."""
-    fig = Figure(figsize=(6.4, 6.4), layout="constrained")
+    fig = figure((6.4, 6.4))
     top, bottom = fig.subplots(2, 1, sharex=True)
     s = scale(values[loss], opts)
     top.plot(x, s.apply(values[loss]), "b-", label=loss)
