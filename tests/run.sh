@@ -19,4 +19,6 @@ if ! command -v chromium >/dev/null && [[ $(id -u) = 0 ]] && command -v apt-get 
     { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq chromium >/dev/null; } || echo "chromium could not be installed: the browser test will skip"
 fi
-exec .venv/bin/python -m pytest -q tests "$@"
+# Two test processes, each test file in one (its module fixtures shared, its cluster tests in order): about
+# half the suite waits on schedulers or worker start-ups, so a second process fills the other core.
+exec .venv/bin/python -m pytest -q -n 2 --dist loadfile tests "$@"
