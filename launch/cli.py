@@ -115,19 +115,21 @@ def absolute_paths(argv: list[str]) -> list[str]:
     return out
 
 
-def _same_directions_kind(run: RunDir, argv: list[str]) -> None:
-    """Another directions kind typed at a run whose saved directions.* keys it lacks: those keys would be
-    refused as if typed, so the run's kind is named instead."""
-    kinds = [str(values_of(o.split("=", 1)[1])) for o in argv if key_of(o) == "directions"]
-    conf = CONF_DIR / "directions" / f"{kinds[-1]}.yaml" if kinds else None
-    if conf is None or not conf.is_file():
-        return
-    typed = {key_of(o) for o in argv}
-    saved = {key_of(o) for o in run.saved.get("overrides", []) if key_of(o).startswith("directions.")} - typed
-    if saved - {f"directions.{k}" for k in yaml.safe_load(conf.read_text())}:
-        raise UserError(f"{run.path} holds a directions={run.config['directions']['kind']} run, not "
-                        f"directions={kinds[-1]}: give a new run.dir for this surface (or leave directions= out "
-                        "to resume that one)")
+def _same_choice(run: RunDir, argv: list[str]) -> None:
+    """A conf group's choice typed at a run (directions=plane at a line run) whose saved `group.*` keys it
+    lacks: those keys would be refused as if typed, so the run's choice is named instead."""
+    saved, typed = run.saved.get("overrides", []), {key_of(o) for o in argv}
+    for override in argv:
+        group, choice = key_of(override), str(values_of(override.split("=", 1)[1]))
+        conf = CONF_DIR / group / f"{choice}.yaml"
+        if "." in group or not conf.is_file():
+            continue
+        theirs = {key_of(o) for o in saved if key_of(o).startswith(f"{group}.") and not volatile(key_of(o))} - typed
+        if theirs - {f"{group}.{k}" for k in yaml.safe_load(conf.read_text()) or {}}:
+            was = (run.config.get(group) or {}).get("kind") or next(
+                (str(values_of(o.split("=", 1)[1])) for o in saved if key_of(o) == group), "another")
+            raise UserError(f"{run.path} holds a {group}={was} run, not {group}={choice}: give a new run.dir for "
+                            f"this surface (or leave {group}= out to resume that one)")
 
 
 def with_saved_overrides(argv: list[str]) -> list[str]:
@@ -139,7 +141,7 @@ def with_saved_overrides(argv: list[str]) -> list[str]:
     run = RunDir(str(run_dirs[-1])) if run_dirs else None
     if run is None or not run.config_file.is_file():
         return argv
-    _same_directions_kind(run, argv)
+    _same_choice(run, argv)
     # keyed by the full key: a resume's checkpoint.path=X replaces a saved checkpoint=Y
     merged = {full_key(key_of(o)): o for o in run.saved.get("overrides", []) if not volatile(key_of(o))}
     merged.update({full_key(key_of(o)): o for o in argv})
